@@ -1,0 +1,133 @@
+/// A read-only strided view of a tensor: a base pointer, a shape and strides
+/// counted in elements. Strides may be zero (broadcast) or negative.
+public struct StridedTensor<Element> {
+    public var base: UnsafePointer<Element>?
+    public var shape: [Int]
+    public var strides: [Int]
+
+    public init(base: UnsafePointer<Element>?, shape: [Int], strides: [Int]) {
+        self.base = base; self.shape = shape; self.strides = strides
+    }
+
+    /// A view of contiguous row-major memory.
+    public init(contiguous base: UnsafePointer<Element>?, shape: [Int]) {
+        self.init(base: base, shape: shape, strides: contiguousStrides(shape))
+    }
+
+    public var rank: Int { shape.count }
+    public var elementCount: Int { shape.reduce(1, *) }
+}
+
+/// A writable strided view of a tensor. Strides count elements.
+public struct MutableStridedTensor<Element> {
+    public var base: UnsafeMutablePointer<Element>?
+    public var shape: [Int]
+    public var strides: [Int]
+
+    public init(base: UnsafeMutablePointer<Element>?, shape: [Int], strides: [Int]) {
+        self.base = base; self.shape = shape; self.strides = strides
+    }
+
+    public init(contiguous base: UnsafeMutablePointer<Element>?, shape: [Int]) {
+        self.init(base: base, shape: shape, strides: contiguousStrides(shape))
+    }
+
+    public var rank: Int { shape.count }
+    public var elementCount: Int { shape.reduce(1, *) }
+    public var readOnly: StridedTensor<Element> {
+        StridedTensor(base: base.map { UnsafePointer($0) }, shape: shape, strides: strides)
+    }
+}
+
+/// Row-major strides for `shape`.
+public func contiguousStrides(_ shape: [Int]) -> [Int] {
+    var strides = [Int](repeating: 1, count: shape.count)
+    var running = 1
+    for axis in stride(from: shape.count - 1, through: 0, by: -1) {
+        strides[axis] = running
+        running = running &* Swift.max(shape[axis], 1)
+    }
+    return strides
+}
+
+/// A 2-D strided window into memory: the unit kernels work on.
+@usableFromInline
+struct MatrixView<Element> {
+    @usableFromInline var base: UnsafePointer<Element>
+    @usableFromInline var rows: Int
+    @usableFromInline var cols: Int
+    @usableFromInline var rowStride: Int
+    @usableFromInline var colStride: Int
+
+    @inlinable @inline(__always)
+    subscript(row: Int, col: Int) -> Element { base[row &* rowStride &+ col &* colStride] }
+}
+
+@usableFromInline
+struct MutableMatrixView<Element> {
+    @usableFromInline var base: UnsafeMutablePointer<Element>
+    @usableFromInline var rows: Int
+    @usableFromInline var cols: Int
+    @usableFromInline var rowStride: Int
+    @usableFromInline var colStride: Int
+}
+
+// MARK: - Validation shared by every entry point
+
+/// Checks that `shape` and `strides` describe a tensor whose every element
+/// offset is computable without overflow, and that data is present when the
+/// tensor has elements.
+func validateLayout(_ name: String, shape: [Int], strides: [Int], hasData: Bool) throws {
+    guard shape.count == strides.count else {
+        throw AttnError.shape(argument: name, rule: "has \(shape.count) dims but \(strides.count) strides")
+    }
+    var elements = 1
+    var span = 0
+    for axis in 0..<shape.count {
+        let extent = shape[axis]
+        guard extent >= 0 else {
+            throw AttnError.shape(argument: "\(name).shape[\(axis)]", rule: "must be >= 0, got \(extent)")
+        }
+        let (product, overflow) = elements.multipliedReportingOverflow(by: extent)
+        guard !overflow else {
+            throw AttnError.overflow(argument: name, rule: "element count overflows Int64")
+        }
+        elements = product
+        if extent > 1 {
+            let magnitude = strides[axis].magnitude
+            guard magnitude <= UInt(Int.max) else {
+                throw AttnError.overflow(argument: "\(name).strides[\(axis)]", rule: "is too large")
+            }
+            let (reach, overflowReach) = Int(magnitude).multipliedReportingOverflow(by: extent - 1)
+            let (sum, overflowSum) = span.addingReportingOverflow(reach)
+            guard !overflowReach && !overflowSum else {
+                throw AttnError.overflow(argument: name, rule: "strides reach beyond Int64 offsets")
+            }
+            span = sum
+        }
+    }
+    if elements > 0 && !hasData {
+        throw AttnError.invalidArgument(argument: "\(name).data", rule: "must not be NULL for a tensor with \(elements) elements")
+    }
+}
+
+/// Outputs are written in parallel, so no two elements may share an address
+/// through a zero stride.
+func validateWritable(_ name: String, shape: [Int], strides: [Int]) throws {
+    for axis in 0..<shape.count where shape[axis] > 1 && strides[axis] == 0 {
+        throw AttnError.shape(argument: "\(name).strides[\(axis)]",
+                              rule: "must not be 0 for an output dimension of size \(shape[axis])")
+    }
+}
+
+func requireRank(_ name: String, _ shape: [Int], _ rank: Int, _ layout: String) throws {
+    guard shape.count == rank else {
+        throw AttnError.shape(argument: name, rule: "must have rank \(rank) \(layout), got rank \(shape.count)")
+    }
+}
+
+func requireExtent(_ name: String, _ shape: [Int], axis: Int, equals expected: Int, _ why: String) throws {
+    guard shape[axis] == expected else {
+        throw AttnError.shape(argument: "\(name).shape[\(axis)]", rule: "must equal \(why) (\(expected)), got \(shape[axis])")
+    }
+}

@@ -1,0 +1,54 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A 64-byte-aligned scratch buffer, freed by `deallocate()`. Allocation
+/// failure is reported as `AttnError.outOfMemory` instead of trapping.
+@usableFromInline
+struct Workspace<Element> {
+    @usableFromInline let pointer: UnsafeMutablePointer<Element>
+    @usableFromInline let count: Int
+
+    init(count: Int) throws {
+        let (bytes, overflow) = Swift.max(count, 1).multipliedReportingOverflow(by: MemoryLayout<Element>.stride)
+        guard !overflow else { throw AttnError.outOfMemory(bytes: Int.max) }
+        let rounded = (bytes + 63) & ~63
+        guard let raw = aligned_alloc(64, rounded) else { throw AttnError.outOfMemory(bytes: bytes) }
+        self.pointer = raw.bindMemory(to: Element.self, capacity: Swift.max(count, 1))
+        self.count = count
+    }
+
+    func deallocate() { free(pointer) }
+}
+
+/// One scratch buffer per worker, all allocated up front, so the loops allocate nothing.
+struct PerWorker<Element> {
+    let buffers: [Workspace<Element>]
+
+    init(workers: Int, count: Int) throws {
+        var made: [Workspace<Element>] = []
+        made.reserveCapacity(workers)
+        do {
+            for _ in 0..<workers { made.append(try Workspace<Element>(count: count)) }
+        } catch {
+            for buffer in made { buffer.deallocate() }
+            throw error
+        }
+        buffers = made
+    }
+
+    subscript(worker: Int) -> UnsafeMutablePointer<Element> { buffers[worker].pointer }
+
+    func deallocate() { for buffer in buffers { buffer.deallocate() } }
+}
+
+/// `a * b`, or an overflow error naming `what`.
+func checkedProduct(_ values: Int..., what: String) throws -> Int {
+    var result = 1
+    for value in values {
+        let (product, overflow) = result.multipliedReportingOverflow(by: value)
+        guard !overflow else { throw AttnError.overflow(argument: what, rule: "size product overflows Int64") }
+        result = product
+    }
+    return result
+}

@@ -1,0 +1,37 @@
+import AttnKit
+import CAttnKitABI
+
+@_cdecl("attn_eager_forward")
+public func attn_eager_forward(
+    _ params: UnsafePointer<attn_eager_params>?,
+    _ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
+    _ keyMask: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?, _ weights: UnsafePointer<attn_tensor>?
+) -> attn_status {
+    withStatus("attn_eager_forward") {
+        let options = try readParams("params", params)
+        guard options.mask_mode == ATTN_MASK_NONE || options.mask_mode == ATTN_MASK_CAUSAL_TOP_LEFT else {
+            throw ABIError(status: ATTN_ERR_INVALID_ARGUMENT,
+                           message: "params->mask_mode must be ATTN_MASK_NONE or ATTN_MASK_CAUSAL_TOP_LEFT, got \(options.mask_mode)")
+        }
+        let floats = [Int32(ATTN_DTYPE_F32), Int32(ATTN_DTYPE_F64)]
+        let query = try Descriptor("q", q, dtypes: floats)
+        let key = try Descriptor("k", k, dtypes: floats)
+        let value = try Descriptor("v", v, dtypes: floats)
+        let output = try Descriptor("out", out, dtypes: floats)
+        try key.requireDtype(query.dtype, sameAs: "q")
+        try value.requireDtype(query.dtype, sameAs: "q")
+        try output.requireDtype(query.dtype, sameAs: "q")
+        let mask = try keyMask.map { try Descriptor("mask", $0, dtypes: [Int32(ATTN_DTYPE_BOOL), Int32(ATTN_DTYPE_U8)]) }
+        let probabilities = try weights.map { try Descriptor("weights", $0, dtypes: floats) }
+        try probabilities?.requireDtype(query.dtype, sameAs: "q")
+
+        let kernel = EagerAttention(numHeads: Int(options.num_heads), headDim: Int(options.head_dim),
+                                    causal: options.mask_mode == ATTN_MASK_CAUSAL_TOP_LEFT)
+        func run<T: AttentionScalar>(_ type: T.Type) throws {
+            try kernel(q: query.view(T.self), k: key.view(T.self), v: value.view(T.self),
+                       keyMask: mask?.view(UInt8.self), out: output.mutableView(T.self),
+                       weights: probabilities?.mutableView(T.self))
+        }
+        if Int(query.dtype) == ATTN_DTYPE_F32 { try run(Float.self) } else { try run(Double.self) }
+    }
+}

@@ -1,0 +1,74 @@
+import AttnKit
+import CAttnKitABI
+
+/// The name attnkit's messages use for a dtype code.
+func dtypeName(_ dtype: attn_dtype) -> String {
+    switch Int(dtype) {
+    case ATTN_DTYPE_F32: return "f32"
+    case ATTN_DTYPE_F64: return "f64"
+    case ATTN_DTYPE_F16: return "f16"
+    case ATTN_DTYPE_BF16: return "bf16"
+    case ATTN_DTYPE_I8: return "i8"
+    case ATTN_DTYPE_U8: return "u8"
+    case ATTN_DTYPE_I32: return "i32"
+    case ATTN_DTYPE_I64: return "i64"
+    case ATTN_DTYPE_BOOL: return "bool"
+    default: return "unknown dtype code \(dtype)"
+    }
+}
+
+/// A descriptor that passed the ABI checks: non-NULL, rank in range, dtype allowed.
+struct Descriptor {
+    let name: String
+    let data: UnsafeMutableRawPointer?
+    let dtype: attn_dtype
+    let shape: [Int]
+    let strides: [Int]
+
+    init(_ name: String, _ tensor: UnsafePointer<attn_tensor>?, dtypes allowed: [Int32]) throws {
+        guard let tensor else {
+            throw ABIError(status: ATTN_ERR_NULL_POINTER, message: "\(name) must not be NULL")
+        }
+        let t = tensor.pointee
+        guard t.rank >= 0 && Int(t.rank) <= ATTN_MAX_RANK else {
+            throw ABIError(status: ATTN_ERR_SHAPE, message: "\(name).rank must be in 0...\(ATTN_MAX_RANK), got \(t.rank)")
+        }
+        guard allowed.contains(t.dtype) else {
+            let names = allowed.map { dtypeName($0) }.joined(separator: " or ")
+            throw ABIError(status: ATTN_ERR_DTYPE, message: "\(name).dtype must be \(names), got \(dtypeName(t.dtype))")
+        }
+        let rank = Int(t.rank)
+        self.name = name
+        self.data = t.data
+        self.dtype = t.dtype
+        self.shape = withUnsafeBytes(of: t.shape) { Array($0.bindMemory(to: Int64.self).prefix(rank)).map { Int($0) } }
+        self.strides = withUnsafeBytes(of: t.strides) { Array($0.bindMemory(to: Int64.self).prefix(rank)).map { Int($0) } }
+    }
+
+    func requireDtype(_ expected: attn_dtype, sameAs other: String) throws {
+        guard dtype == expected else {
+            throw ABIError(status: ATTN_ERR_DTYPE,
+                           message: "\(name).dtype must equal \(other).dtype (\(dtypeName(expected))), got \(dtypeName(dtype))")
+        }
+    }
+
+    func view<T>(_: T.Type) -> StridedTensor<T> {
+        StridedTensor(base: data.map { UnsafePointer($0.assumingMemoryBound(to: T.self)) }, shape: shape, strides: strides)
+    }
+
+    func mutableView<T>(_: T.Type) -> MutableStridedTensor<T> {
+        MutableStridedTensor(base: data?.assumingMemoryBound(to: T.self), shape: shape, strides: strides)
+    }
+}
+
+/// Reads a params struct whose first field is its size, after checking that
+/// the caller's struct is at least as large as the fields this version reads.
+func readParams<P>(_ name: String, _ pointer: UnsafePointer<P>?) throws -> P {
+    guard let pointer else { throw ABIError(status: ATTN_ERR_NULL_POINTER, message: "\(name) must not be NULL") }
+    let declared = UnsafeRawPointer(pointer).load(as: UInt32.self)
+    guard Int(declared) >= MemoryLayout<P>.size else {
+        throw ABIError(status: ATTN_ERR_STRUCT_SIZE,
+                       message: "\(name)->struct_size must be at least \(MemoryLayout<P>.size), got \(declared)")
+    }
+    return pointer.pointee
+}

@@ -1,0 +1,124 @@
+/*
+ * attnkit: attention kernels for the CPU, behind one stable C ABI.
+ *
+ * Conventions
+ * - Every function returns an attn_status (ATTN_OK on success) and writes its
+ *   outputs through pointers. The exceptions are the three lookups that cannot
+ *   fail: attn_version_number(), attn_status_string() and attn_last_error().
+ * - On failure, attn_last_error() gives a message for the calling thread that
+ *   names the function, the argument and the rule it broke, e.g.
+ *   "[attn_eager_forward] q.shape[2] must equal num_heads*head_dim (8*64 = 512), got 500".
+ * - The library never aborts, prints or exits, whatever it is given.
+ * - Tensors cross the ABI as attn_tensor: a data pointer, a dtype, a rank and
+ *   int64 shape and strides. Strides are counted in elements, not bytes, and
+ *   may be any value (non-contiguous, broadcast and negative strides work for
+ *   inputs; outputs may not have a zero stride on a dimension longer than 1).
+ * - Status codes and dtype codes are stable and are never renumbered.
+ */
+#ifndef ATTNKIT_H
+#define ATTNKIT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Version: the one place it is written (CMake reads it from here). ---- */
+#define ATTNKIT_VERSION_MAJOR 0
+#define ATTNKIT_VERSION_MINOR 1
+#define ATTNKIT_VERSION_PATCH 0
+#define ATTNKIT_VERSION_NUMBER \
+    (ATTNKIT_VERSION_MAJOR * 10000 + ATTNKIT_VERSION_MINOR * 100 + ATTNKIT_VERSION_PATCH)
+
+/* The version of the library loaded at run time, as ATTNKIT_VERSION_NUMBER. */
+uint32_t attn_version_number(void);
+
+/* ---- Status codes ---- */
+typedef int32_t attn_status;
+enum {
+    ATTN_OK = 0,
+    ATTN_ERR_NULL_POINTER = 1,     /* a required pointer was NULL */
+    ATTN_ERR_INVALID_ARGUMENT = 2, /* a scalar argument is out of its range */
+    ATTN_ERR_SHAPE = 3,            /* a rank, shape or stride does not fit the rule */
+    ATTN_ERR_DTYPE = 4,            /* a dtype is unknown, unsupported here, or mismatched */
+    ATTN_ERR_OVERFLOW = 5,         /* a size or offset product overflows int64 */
+    ATTN_ERR_OUT_OF_MEMORY = 6,    /* a workspace allocation failed */
+    ATTN_ERR_STRUCT_SIZE = 7,      /* a params struct_size is smaller than required */
+    ATTN_ERR_INTERNAL = 8          /* a bug in attnkit: please report it */
+};
+
+/* A static name for a status code ("ATTN_ERR_SHAPE"); "ATTN_UNKNOWN_STATUS" otherwise. */
+const char *attn_status_string(attn_status status);
+
+/* The calling thread's message for its last failed call ("" if none). The
+ * pointer stays valid until the thread's next failed attnkit call. */
+const char *attn_last_error(void);
+
+/* ---- Dtypes ---- */
+typedef int32_t attn_dtype;
+enum {
+    ATTN_DTYPE_F32 = 1,
+    ATTN_DTYPE_F64 = 2,
+    ATTN_DTYPE_F16 = 3,
+    ATTN_DTYPE_BF16 = 4,
+    ATTN_DTYPE_I8 = 5,
+    ATTN_DTYPE_U8 = 6,
+    ATTN_DTYPE_I32 = 7,
+    ATTN_DTYPE_I64 = 8,
+    ATTN_DTYPE_BOOL = 9 /* one byte, 0 is false, anything else true */
+};
+
+/* ---- Tensors ---- */
+#define ATTN_MAX_RANK 8
+
+typedef struct attn_tensor {
+    void *data;                     /* may be NULL only if the tensor has no elements */
+    attn_dtype dtype;
+    int32_t rank;                   /* 0 ... ATTN_MAX_RANK */
+    int64_t shape[ATTN_MAX_RANK];   /* the first `rank` entries are read */
+    int64_t strides[ATTN_MAX_RANK]; /* in elements */
+} attn_tensor;
+
+/* ---- Threads ----
+ * Kernels run on up to this many threads (the calling thread included). The
+ * default is the ATTNKIT_NUM_THREADS environment variable, read once, or else
+ * the number of online CPUs. Results do not depend on the thread count. */
+attn_status attn_set_num_threads(int32_t num_threads);
+attn_status attn_get_num_threads(int32_t *num_threads);
+
+/* ---- Eager attention ----
+ * out = softmax(q·kᵀ / sqrt(head_dim), masked) · v, head by head, with the full
+ * score matrix materialized per (batch, head), as the textbook does.
+ *
+ *   q:        [B, Sq, H*D]  f32 or f64
+ *   k, v:     [B, Sk, H*D]  same dtype as q
+ *   key_mask: [B, Sk]       bool or u8, nonzero = the key may be attended; may be NULL
+ *   out:      [B, Sq, H*D]  same dtype as q (written)
+ *   weights:  [B, H, Sq, Sk] same dtype as q (written); may be NULL
+ *
+ * Causal masking is aligned top-left: key j is allowed for query i iff j <= i.
+ * A query row with no allowed key gives 0 in out and in weights (never NaN).
+ * NaN or Inf in q, k or v propagates to the rows it touches. */
+enum {
+    ATTN_MASK_NONE = 0,
+    ATTN_MASK_CAUSAL_TOP_LEFT = 1
+};
+
+typedef struct attn_eager_params {
+    uint32_t struct_size; /* sizeof(attn_eager_params) */
+    int32_t mask_mode;    /* ATTN_MASK_NONE or ATTN_MASK_CAUSAL_TOP_LEFT */
+    int64_t num_heads;    /* H >= 1 */
+    int64_t head_dim;     /* D >= 1 */
+} attn_eager_params;
+
+attn_status attn_eager_forward(const attn_eager_params *params,
+                               const attn_tensor *q, const attn_tensor *k,
+                               const attn_tensor *v, const attn_tensor *key_mask,
+                               const attn_tensor *out, const attn_tensor *weights);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTNKIT_H */
