@@ -6,7 +6,7 @@ import Glibc
 /// The floating-point types the float kernels run in: their BLAS GEMM and
 /// their softmax row, each in the type's own precision (fp32 for Float, fp64
 /// for Double, as the spec asks).
-public protocol AttentionScalar: BinaryFloatingPoint, SIMDScalar {
+public protocol AttentionScalar: BinaryFloatingPoint, SIMDScalar, Codable {
     /// Row-major C[m×n] = alpha·A[m×k]·op(B) + beta·C, where op(B) is B[k×n],
     /// or Bᵀ for B[n×k] when `transposeB`.
     static func gemm(m: Int, n: Int, k: Int, alpha: Self,

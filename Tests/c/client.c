@@ -1,0 +1,113 @@
+/* A C program built against the installed attnkit: it checks a known result,
+ * the version, and error paths. Exit code 0 means every check passed. */
+#include <attnkit.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static int failures = 0;
+#define CHECK(cond, ...)                                    \
+    do {                                                    \
+        if (!(cond)) {                                      \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);                   \
+            fprintf(stderr, "\n");                          \
+            failures++;                                     \
+        }                                                   \
+    } while (0)
+
+static attn_tensor tensor3(void *data, attn_dtype dtype, int64_t b, int64_t s, int64_t w) {
+    attn_tensor t;
+    memset(&t, 0, sizeof t);
+    t.data = data;
+    t.dtype = dtype;
+    t.rank = 3;
+    t.shape[0] = b; t.shape[1] = s; t.shape[2] = w;
+    t.strides[0] = s * w; t.strides[1] = w; t.strides[2] = 1;
+    return t;
+}
+
+int main(void) {
+    CHECK(attn_version_number() == ATTNKIT_VERSION_NUMBER, "runtime version %u != header %d",
+          attn_version_number(), ATTNKIT_VERSION_NUMBER);
+    CHECK(strcmp(attn_status_string(ATTN_ERR_SHAPE), "ATTN_ERR_SHAPE") == 0, "status name");
+    CHECK(strcmp(attn_status_string(12345), "ATTN_UNKNOWN_STATUS") == 0, "unknown status name");
+
+    /* scores = q·k = [0, ln 3] for both queries, so softmax = [1/4, 3/4] and
+     * out = 4/4 + 3·8/4 = 7. Causally, query 0 sees only key 0: out = 4. */
+    float q[2] = {1.0f, 1.0f};
+    float k[2] = {0.0f, (float)log(3.0)};
+    float v[2] = {4.0f, 8.0f};
+    float out[2] = {-1.0f, -1.0f};
+    float weights[4];
+    attn_tensor tq = tensor3(q, ATTN_DTYPE_F32, 1, 2, 1);
+    attn_tensor tk = tensor3(k, ATTN_DTYPE_F32, 1, 2, 1);
+    attn_tensor tv = tensor3(v, ATTN_DTYPE_F32, 1, 2, 1);
+    attn_tensor to = tensor3(out, ATTN_DTYPE_F32, 1, 2, 1);
+    attn_tensor tw;
+    memset(&tw, 0, sizeof tw);
+    tw.data = weights; tw.dtype = ATTN_DTYPE_F32; tw.rank = 4;
+    tw.shape[0] = 1; tw.shape[1] = 1; tw.shape[2] = 2; tw.shape[3] = 2;
+    tw.strides[0] = 4; tw.strides[1] = 4; tw.strides[2] = 2; tw.strides[3] = 1;
+
+    attn_eager_params params = {sizeof(attn_eager_params), ATTN_MASK_NONE, 1, 1};
+    attn_status status = attn_eager_forward(&params, &tq, &tk, &tv, NULL, &to, &tw);
+    CHECK(status == ATTN_OK, "eager: %s %s", attn_status_string(status), attn_last_error());
+    CHECK(fabsf(out[0] - 7.0f) < 1e-5f && fabsf(out[1] - 7.0f) < 1e-5f, "out = %g %g, want 7 7", out[0], out[1]);
+    CHECK(fabsf(weights[0] - 0.25f) < 1e-6f && fabsf(weights[1] - 0.75f) < 1e-6f, "weights %g %g", weights[0], weights[1]);
+
+    params.mask_mode = ATTN_MASK_CAUSAL_TOP_LEFT;
+    status = attn_eager_forward(&params, &tq, &tk, &tv, NULL, &to, NULL);
+    CHECK(status == ATTN_OK, "causal: %s", attn_last_error());
+    CHECK(fabsf(out[0] - 4.0f) < 1e-5f && fabsf(out[1] - 7.0f) < 1e-5f, "causal out = %g %g, want 4 7", out[0], out[1]);
+
+    /* A key mask that hides key 1 everywhere: out = v[0] = 4. */
+    unsigned char mask[2] = {1, 0};
+    attn_tensor tm;
+    memset(&tm, 0, sizeof tm);
+    tm.data = mask; tm.dtype = ATTN_DTYPE_BOOL; tm.rank = 2;
+    tm.shape[0] = 1; tm.shape[1] = 2; tm.strides[0] = 2; tm.strides[1] = 1;
+    params.mask_mode = ATTN_MASK_NONE;
+    status = attn_eager_forward(&params, &tq, &tk, &tv, &tm, &to, NULL);
+    CHECK(status == ATTN_OK && fabsf(out[0] - 4.0f) < 1e-6f && fabsf(out[1] - 4.0f) < 1e-6f,
+          "masked out = %g %g, want 4 4", out[0], out[1]);
+
+    /* Error paths: each gives its code and a message naming the argument. */
+    params.num_heads = 0;
+    status = attn_eager_forward(&params, &tq, &tk, &tv, NULL, &to, NULL);
+    CHECK(status == ATTN_ERR_INVALID_ARGUMENT, "num_heads=0 gave %s", attn_status_string(status));
+    CHECK(strstr(attn_last_error(), "num_heads") != NULL, "message: %s", attn_last_error());
+    params.num_heads = 1;
+
+    status = attn_eager_forward(&params, NULL, &tk, &tv, NULL, &to, NULL);
+    CHECK(status == ATTN_ERR_NULL_POINTER && strstr(attn_last_error(), "q must not be NULL"), "NULL q: %s", attn_last_error());
+
+    attn_tensor bad = tk;
+    bad.shape[2] = 2;
+    status = attn_eager_forward(&params, &tq, &bad, &tv, NULL, &to, NULL);
+    CHECK(status == ATTN_ERR_SHAPE && strstr(attn_last_error(), "k.shape[2]"), "bad k: %s", attn_last_error());
+
+    bad = tk;
+    bad.dtype = ATTN_DTYPE_F64;
+    status = attn_eager_forward(&params, &tq, &bad, &tv, NULL, &to, NULL);
+    CHECK(status == ATTN_ERR_DTYPE && strstr(attn_last_error(), "k.dtype"), "bad dtype: %s", attn_last_error());
+
+    bad = tk;
+    bad.shape[1] = INT64_MAX / 2;
+    bad.strides[1] = INT64_MAX / 2;
+    status = attn_eager_forward(&params, &tq, &bad, &tv, NULL, &to, NULL);
+    CHECK(status != ATTN_OK, "huge k accepted");
+
+    attn_eager_params small = params;
+    small.struct_size = 4;
+    status = attn_eager_forward(&small, &tq, &tk, &tv, NULL, &to, NULL);
+    CHECK(status == ATTN_ERR_STRUCT_SIZE, "struct_size=4 gave %s", attn_status_string(status));
+
+    int32_t threads = 0;
+    CHECK(attn_get_num_threads(&threads) == ATTN_OK && threads >= 1, "threads %d", threads);
+    CHECK(attn_set_num_threads(0) == ATTN_ERR_INVALID_ARGUMENT, "set_num_threads(0) accepted");
+    CHECK(attn_get_num_threads(NULL) == ATTN_ERR_NULL_POINTER, "get_num_threads(NULL) accepted");
+
+    if (failures == 0) printf("client: all checks passed\n");
+    return failures == 0 ? 0 : 1;
+}

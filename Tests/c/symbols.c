@@ -1,0 +1,23 @@
+/* Looks every public function up at run time, as a plugin host or an FFI would. */
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+
+static const char *const public_functions[] = {
+    "attn_version_number", "attn_status_string", "attn_last_error",
+    "attn_set_num_threads", "attn_get_num_threads", "attn_eager_forward",
+};
+
+int main(int argc, char **argv) {
+    if (argc != 2) { fprintf(stderr, "usage: symbols LIBRARY\n"); return 2; }
+    void *library = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!library) { fprintf(stderr, "dlopen: %s\n", dlerror()); return 1; }
+    int missing = 0;
+    for (unsigned i = 0; i < sizeof public_functions / sizeof *public_functions; i++) {
+        if (!dlsym(library, public_functions[i])) { fprintf(stderr, "missing %s\n", public_functions[i]); missing++; }
+    }
+    if (dlsym(library, "swift_retain")) { fprintf(stderr, "the Swift runtime is exported\n"); missing++; }
+    uint32_t (*version)(void) = (uint32_t (*)(void))dlsym(library, "attn_version_number");
+    if (version) printf("runtime version %u\n", version());
+    return missing == 0 ? 0 : 1;
+}
