@@ -1,0 +1,56 @@
+"""Shared reference math and tolerances for the parity tests (spec sections 1 and 6)."""
+import math
+
+import pytest
+import torch
+
+# Spec section 6: fp32 must be within 1e-5 · max(1, max|ref64|) of the fp64 reference.
+FP32_RELATIVE_TOLERANCE = 1e-5
+# fp64 input is checked against the same math in fp64; only summation order differs.
+FP64_RELATIVE_TOLERANCE = 1e-12
+
+TOLERANCES = {torch.float32: FP32_RELATIVE_TOLERANCE, torch.float64: FP64_RELATIVE_TOLERANCE}
+
+
+def max_error(actual, reference):
+    """max|actual − reference| in fp64, with NaN counted as infinite error."""
+    difference = (torch.as_tensor(actual).double() - reference.double()).abs()
+    return math.inf if torch.isnan(difference).any() else (difference.max().item() if difference.numel() else 0.0)
+
+
+def assert_close(actual, reference, dtype, label):
+    bound = TOLERANCES[dtype] * max(1.0, reference.abs().max().item() if reference.numel() else 0.0)
+    error = max_error(actual, reference)
+    assert error <= bound, f"{label}: max error {error:.3e} > {bound:.3e}"
+    return error
+
+
+def eager_reference(q, k, v, num_heads, head_dim, mask=None, causal=False):
+    """Spec section 1 in fp64: split heads, q·kᵀ, mask, softmax(/sqrt(D)), ·v, merge heads.
+
+    q: [B, Sq, H*D]; k, v: [B, Sk, H*D]; mask: [B, Sk] bool. Rows with no allowed key give 0.
+    Returns (out [B, Sq, H*D], weights [B, H, Sq, Sk]).
+    """
+    q, k, v = (torch.as_tensor(x).double() for x in (q, k, v))
+    batch, seq_q, _ = q.shape
+    seq_k = k.shape[1]
+
+    def heads(x):
+        return x.reshape(batch, x.shape[1], num_heads, head_dim).transpose(1, 2)
+
+    scores = heads(q) @ heads(k).transpose(-1, -2)
+    allowed = torch.ones(batch, 1, seq_q, seq_k, dtype=torch.bool)
+    if mask is not None:
+        allowed = allowed & torch.as_tensor(mask).bool()[:, None, None, :]
+    if causal:
+        allowed = allowed & torch.ones(seq_q, seq_k, dtype=torch.bool).tril()
+    scores = scores.masked_fill(~allowed, -math.inf)
+    weights = torch.softmax(scores / math.sqrt(head_dim), dim=-1)
+    weights = torch.where(allowed.any(-1, keepdim=True), weights, torch.zeros(()).double())
+    out = (weights @ heads(v)).transpose(1, 2).reshape(batch, seq_q, num_heads * head_dim)
+    return out, weights
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,32 @@
+"""attnkit: attention kernels for the CPU.
+
+numpy arrays in give numpy arrays out; torch CPU tensors in give torch tensors out.
+"""
+from . import _attnkit
+from .eager import eager_bidirectional_attention, eager_causal_attention
+
+
+def _version_string(number):
+    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+
+
+__version__ = _version_string(_attnkit.version_number())
+
+
+def get_num_threads():
+    """The number of threads attnkit's kernels use."""
+    return _attnkit.get_num_threads()
+
+
+def set_num_threads(num_threads):
+    """Sets the number of threads attnkit's kernels use (>= 1)."""
+    _attnkit.set_num_threads(num_threads)
+
+
+__all__ = [
+    "__version__",
+    "eager_bidirectional_attention",
+    "eager_causal_attention",
+    "get_num_threads",
+    "set_num_threads",
+]

@@ -1,0 +1,35 @@
+"""Eager attention: the textbook algorithm, spec section 1."""
+from . import _attnkit
+from ._arrays import check_int, check_tensor, empty_like_kind
+
+
+def _eager(q, k, v, num_heads, head_dim, mask, return_weights, causal):
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, x)
+    if mask is not None:
+        check_tensor("mask", mask)
+    num_heads = check_int("num_heads", num_heads, minimum=1)
+    head_dim = check_int("head_dim", head_dim, minimum=1)
+    out = empty_like_kind(q, q.shape)
+    weights = None
+    if return_weights and q.ndim == 3 and k.ndim == 3:
+        weights = empty_like_kind(q, (q.shape[0], num_heads, q.shape[1], k.shape[1]))
+    _attnkit.eager_forward(q, k, v, mask, out, weights, num_heads, head_dim, causal)
+    if return_weights:
+        return out, weights
+    return out
+
+
+def eager_bidirectional_attention(q, k, v, num_heads, head_dim, mask=None, *, return_weights=False):
+    """Attention over [B, S, num_heads*head_dim] inputs, every query seeing every key.
+
+    mask: optional [B, S] bool, True where the key may be attended. A query with
+    no allowed key gives 0. Returns out [B, S, H*D], or (out, weights [B, H, S, S])
+    with return_weights=True. fp32 and fp64.
+    """
+    return _eager(q, k, v, num_heads, head_dim, mask, return_weights, causal=False)
+
+
+def eager_causal_attention(q, k, v, num_heads, head_dim, mask=None, *, return_weights=False):
+    """As eager_bidirectional_attention, but query i sees only keys j <= i."""
+    return _eager(q, k, v, num_heads, head_dim, mask, return_weights, causal=True)

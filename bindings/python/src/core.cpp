@@ -1,0 +1,22 @@
+#include "tensor.h"
+
+namespace attnkit_py {
+
+void init_core(py::module_ &m) {
+    m.def("version_number", &attn_version_number, "ATTNKIT_VERSION_NUMBER of the loaded library");
+    m.def("header_version_number", [] { return ATTNKIT_VERSION_NUMBER; },
+          "ATTNKIT_VERSION_NUMBER of the header this module was built against");
+    m.def("get_num_threads", [] {
+        int32_t threads = 0;
+        raise_if_error(attn_get_num_threads(&threads));
+        return threads;
+    });
+    m.def("set_num_threads", [](int64_t threads) {
+        if (threads < 1 || threads > INT32_MAX) {
+            throw py::value_error("num_threads must be >= 1, got " + std::to_string(threads));
+        }
+        raise_if_error(attn_set_num_threads(static_cast<int32_t>(threads)));
+    }, py::arg("num_threads"));
+}
+
+}  // namespace attnkit_py

@@ -1,0 +1,114 @@
+#include "tensor.h"
+
+#include <pybind11/numpy.h>
+
+#include <cstring>
+#include <string>
+
+namespace attnkit_py {
+
+namespace {
+
+attn_dtype numpy_dtype(const py::dtype &dtype, const char *name) {
+    if (dtype.byteorder() == '>') {
+        throw py::type_error(std::string(name) + " must be in native byte order");
+    }
+    const char kind = dtype.kind();
+    const auto size = dtype.itemsize();
+    if (kind == 'f' && size == 4) return ATTN_DTYPE_F32;
+    if (kind == 'f' && size == 8) return ATTN_DTYPE_F64;
+    if (kind == 'f' && size == 2) return ATTN_DTYPE_F16;
+    if (kind == 'b' && size == 1) return ATTN_DTYPE_BOOL;
+    if (kind == 'u' && size == 1) return ATTN_DTYPE_U8;
+    if (kind == 'i' && size == 1) return ATTN_DTYPE_I8;
+    if (kind == 'i' && size == 4) return ATTN_DTYPE_I32;
+    if (kind == 'i' && size == 8) return ATTN_DTYPE_I64;
+    if (py::str(dtype).cast<std::string>() == "bfloat16" && size == 2) return ATTN_DTYPE_BF16;
+    throw py::type_error(std::string(name) + " has unsupported dtype " + py::str(dtype).cast<std::string>());
+}
+
+attn_dtype torch_dtype(const std::string &dtype, const char *name) {
+    if (dtype == "torch.float32") return ATTN_DTYPE_F32;
+    if (dtype == "torch.float64") return ATTN_DTYPE_F64;
+    if (dtype == "torch.float16") return ATTN_DTYPE_F16;
+    if (dtype == "torch.bfloat16") return ATTN_DTYPE_BF16;
+    if (dtype == "torch.bool") return ATTN_DTYPE_BOOL;
+    if (dtype == "torch.uint8") return ATTN_DTYPE_U8;
+    if (dtype == "torch.int8") return ATTN_DTYPE_I8;
+    if (dtype == "torch.int32") return ATTN_DTYPE_I32;
+    if (dtype == "torch.int64") return ATTN_DTYPE_I64;
+    throw py::type_error(std::string(name) + " has unsupported dtype " + dtype);
+}
+
+bool is_torch_tensor(py::handle object) {
+    const auto type_module = py::str(py::type::handle_of(object).attr("__module__")).cast<std::string>();
+    return type_module.rfind("torch", 0) == 0 && py::hasattr(object, "data_ptr");
+}
+
+attn_tensor empty_descriptor() {
+    attn_tensor tensor;
+    std::memset(&tensor, 0, sizeof tensor);
+    return tensor;
+}
+
+void check_rank(size_t rank, const char *name) {
+    if (rank > ATTN_MAX_RANK) {
+        throw py::value_error(std::string(name) + " has " + std::to_string(rank) + " dims; at most " +
+                              std::to_string(ATTN_MAX_RANK) + " are supported");
+    }
+}
+
+}  // namespace
+
+attn_tensor describe(py::handle object, const char *name) {
+    attn_tensor tensor = empty_descriptor();
+    if (py::isinstance<py::array>(object)) {
+        auto array = py::reinterpret_borrow<py::array>(object);
+        check_rank(static_cast<size_t>(array.ndim()), name);
+        tensor.dtype = numpy_dtype(array.dtype(), name);
+        tensor.rank = static_cast<int32_t>(array.ndim());
+        tensor.data = const_cast<void *>(array.data());
+        const auto itemsize = array.itemsize();
+        for (py::ssize_t axis = 0; axis < array.ndim(); ++axis) {
+            tensor.shape[axis] = array.shape(axis);
+            if (array.strides(axis) % itemsize != 0) {
+                throw py::value_error(std::string(name) + ".strides must be whole elements; got " +
+                                      std::to_string(array.strides(axis)) + " bytes on axis " + std::to_string(axis));
+            }
+            tensor.strides[axis] = array.strides(axis) / itemsize;
+        }
+        return tensor;
+    }
+    if (is_torch_tensor(object)) {
+        const auto device = py::str(object.attr("device").attr("type")).cast<std::string>();
+        if (device != "cpu") {
+            throw py::value_error(std::string(name) + " must be a CPU tensor, got device " + device);
+        }
+        tensor.dtype = torch_dtype(py::str(object.attr("dtype")).cast<std::string>(), name);
+        auto shape = object.attr("shape").cast<py::tuple>();
+        auto strides = object.attr("stride")().cast<py::tuple>();
+        check_rank(shape.size(), name);
+        tensor.rank = static_cast<int32_t>(shape.size());
+        for (size_t axis = 0; axis < shape.size(); ++axis) {
+            tensor.shape[axis] = shape[axis].cast<int64_t>();
+            tensor.strides[axis] = strides[axis].cast<int64_t>();
+        }
+        tensor.data = reinterpret_cast<void *>(object.attr("data_ptr")().cast<uintptr_t>());
+        return tensor;
+    }
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray or a torch.Tensor, got " +
+                         py::str(py::type::handle_of(object).attr("__name__")).cast<std::string>());
+}
+
+void raise_if_error(attn_status status) {
+    if (status == ATTN_OK) return;
+    const std::string message = attn_last_error();
+    switch (status) {
+        case ATTN_ERR_DTYPE: throw py::type_error(message);
+        case ATTN_ERR_OUT_OF_MEMORY: PyErr_SetString(PyExc_MemoryError, message.c_str()); throw py::error_already_set();
+        case ATTN_ERR_INTERNAL: throw std::runtime_error(message);
+        default: throw py::value_error(message);
+    }
+}
+
+}  // namespace attnkit_py

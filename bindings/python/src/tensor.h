@@ -1,0 +1,24 @@
+// Turns numpy arrays and torch CPU tensors into attn_tensor descriptors that
+// point at their memory (no copy), and attnkit status codes into Python errors.
+#pragma once
+
+#include <attnkit.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+namespace attnkit_py {
+
+namespace py = pybind11;
+
+// A descriptor of `object`, which must be a numpy array or a torch CPU tensor.
+// `name` is the Python argument name used in error messages.
+attn_tensor describe(py::handle object, const char *name);
+
+// Raises the Python exception that matches `status`, with attn_last_error().
+void raise_if_error(attn_status status);
+
+void init_core(py::module_ &m);
+void init_eager(py::module_ &m);
+
+}  // namespace attnkit_py
