@@ -45,7 +45,8 @@ enum {
     ATTN_ERR_OVERFLOW = 5,         /* a size or offset product overflows int64 */
     ATTN_ERR_OUT_OF_MEMORY = 6,    /* a workspace allocation failed */
     ATTN_ERR_STRUCT_SIZE = 7,      /* a params struct_size is smaller than required */
-    ATTN_ERR_INTERNAL = 8          /* a bug in attnkit: please report it */
+    ATTN_ERR_INTERNAL = 8,         /* a bug in attnkit: please report it */
+    ATTN_ERR_UNSUPPORTED_CPU = 9   /* this build needs CPU features this machine lacks */
 };
 
 /* A static name for a status code ("ATTN_ERR_SHAPE"); "ATTN_UNKNOWN_STATUS" otherwise. */

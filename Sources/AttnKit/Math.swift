@@ -7,30 +7,44 @@
 /// denormal range are flushed), anything above 88.72 gives +inf, NaN stays NaN.
 @inlinable @inline(__always)
 public func fastExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    let log2e: Float = 1.44269504088896341
-    let ln2Hi: Float = 0.693359375       // ln 2 split so n·ln2Hi is exact
-    let ln2Lo: Float = -2.12194440e-4
+    // Only lane-wise arithmetic, comparisons and selects: the stdlib's SIMD
+    // min/max/clamped/addingProduct are lane loops that do not vectorize everywhere.
+    let log2e = SIMD16<Float>(repeating: 1.44269504088896341)
+    let ln2Hi = SIMD16<Float>(repeating: 0.693359375)       // ln 2 split so n·ln2Hi is exact
+    let ln2Lo = SIMD16<Float>(repeating: -2.12194440e-4)
     // Adding 1.5·2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
-    let roundingMagic: Float = 12582912.0
-    let clamped = x.clamped(lowerBound: SIMD16(repeating: -87.33), upperBound: SIMD16(repeating: 88.37))
-    let shifted = clamped * SIMD16(repeating: log2e) + SIMD16(repeating: roundingMagic)
-    let n = shifted - SIMD16(repeating: roundingMagic)
-    var r = clamped.addingProduct(n, SIMD16(repeating: -ln2Hi))
-    r = r.addingProduct(n, SIMD16(repeating: -ln2Lo))
+    let roundingMagic = SIMD16<Float>(repeating: 12582912.0)
+    let low = SIMD16<Float>(repeating: -87.33), high = SIMD16<Float>(repeating: 88.37)
+    let overflow = SIMD16<Float>(repeating: 88.72), zero = SIMD16<Float>(), infinity = SIMD16<Float>(repeating: .infinity)
+    var clamped = x
+    clamped.replace(with: low, where: x .< low)
+    clamped.replace(with: high, where: x .> high)
+    let shifted = clamped * log2e + roundingMagic
+    let n = shifted - roundingMagic
+    let r = (clamped - n * ln2Hi) - n * ln2Lo
     var p = SIMD16<Float>(repeating: 1.0 / 5040.0)
-    p = SIMD16(repeating: 1.0 / 720.0).addingProduct(p, r)
-    p = SIMD16(repeating: 1.0 / 120.0).addingProduct(p, r)
-    p = SIMD16(repeating: 1.0 / 24.0).addingProduct(p, r)
-    p = SIMD16(repeating: 1.0 / 6.0).addingProduct(p, r)
-    p = SIMD16(repeating: 0.5).addingProduct(p, r)
-    p = SIMD16(repeating: 1.0).addingProduct(p, r)
-    p = SIMD16(repeating: 1.0).addingProduct(p, r)
-    let integer = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(SIMD16<Float>(repeating: roundingMagic), to: SIMD16<Int32>.self)
+    p = p * r + SIMD16(repeating: 1.0 / 720.0)
+    p = p * r + SIMD16(repeating: 1.0 / 120.0)
+    p = p * r + SIMD16(repeating: 1.0 / 24.0)
+    p = p * r + SIMD16(repeating: 1.0 / 6.0)
+    p = p * r + SIMD16(repeating: 0.5)
+    p = p * r + SIMD16(repeating: 1.0)
+    p = p * r + SIMD16(repeating: 1.0)
+    let integer = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(roundingMagic, to: SIMD16<Int32>.self)
     let twoToN = unsafeBitCast((integer &+ 127) &<< 23, to: SIMD16<Float>.self)
     var result = p * twoToN
-    result.replace(with: 0, where: x .< -87.33)
-    result.replace(with: .infinity, where: x .> 88.72)
+    result.replace(with: zero, where: x .< low)
+    result.replace(with: infinity, where: x .> overflow)
     result.replace(with: x, where: x .!= x)
+    return result
+}
+
+/// Lane-wise maximum that keeps `a` where `b` is NaN (NaN scores propagate
+/// through exp instead).
+@inlinable @inline(__always)
+func lanewiseMax(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+    var result = a
+    result.replace(with: b, where: b .> a)
     return result
 }
 

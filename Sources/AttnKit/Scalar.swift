@@ -38,11 +38,13 @@ extension Float: AttentionScalar {
         let vectorEnd = count & ~15
         // Masked keys become −inf here, in fp32, so they drop out of max and sum.
         if let keyAllowed {
+            // Named vectors: the stdlib's vector-with-scalar operator overloads are lane loops.
+            let negativeInfinity = SIMD16<Float>(repeating: -.infinity), zero = SIMD16<Int32>()
             var j = 0
             while j < vectorEnd {
                 let allowed = UnsafeRawPointer(keyAllowed + j).loadUnaligned(as: SIMD16<UInt8>.self)
                 var scores = load16(row + j)
-                scores.replace(with: -.infinity, where: SIMD16<Int32>(truncatingIfNeeded: allowed) .== 0)
+                scores.replace(with: negativeInfinity, where: SIMD16<Int32>(truncatingIfNeeded: allowed) .== zero)
                 store16(scores, row + j)
                 j += 16
             }
@@ -50,8 +52,8 @@ extension Float: AttentionScalar {
         }
         var maxVector = SIMD16<Float>(repeating: -.infinity)
         var j = 0
-        while j < vectorEnd { maxVector = pointwiseMax(maxVector, load16(row + j)); j += 16 }
-        if j < count { maxVector = pointwiseMax(maxVector, loadPartial(row + j, count: count - j, fill: -.infinity)) }
+        while j < vectorEnd { maxVector = lanewiseMax(maxVector, load16(row + j)); j += 16 }
+        if j < count { maxVector = lanewiseMax(maxVector, loadPartial(row + j, count: count - j, fill: -.infinity)) }
         let rowMax = SIMD16<Float>(repeating: maxVector.max())
         var sumVector = SIMD16<Float>()
         j = 0

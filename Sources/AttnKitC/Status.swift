@@ -1,5 +1,6 @@
 import AttnKit
 import CAttnKitABI
+import _AttnKitShims
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,6 +27,7 @@ public func attn_status_string(_ status: attn_status) -> UnsafePointer<CChar> {
     case ATTN_ERR_OUT_OF_MEMORY: name = "ATTN_ERR_OUT_OF_MEMORY"
     case ATTN_ERR_STRUCT_SIZE: name = "ATTN_ERR_STRUCT_SIZE"
     case ATTN_ERR_INTERNAL: name = "ATTN_ERR_INTERNAL"
+    case ATTN_ERR_UNSUPPORTED_CPU: name = "ATTN_ERR_UNSUPPORTED_CPU"
     default: name = "ATTN_UNKNOWN_STATUS"
     }
     return cString(name)
@@ -63,9 +65,17 @@ struct ABIError: Error {
     let message: String
 }
 
+/// Checked once: a core built for AVX-512 must not run on a CPU without it.
+/// This module is compiled for the baseline ISA, so the check itself is safe.
+private let cpuSupportsBuild: Bool = !coreRequiresAVX512 || attn_shim_cpu_has_avx512() != 0
+
 /// Runs `body`, turning every thrown error into its status code and message.
 func withStatus(_ function: String, _ body: () throws -> Void) -> attn_status {
     do {
+        guard cpuSupportsBuild else {
+            throw ABIError(status: ATTN_ERR_UNSUPPORTED_CPU,
+                           message: "this attnkit was built for AVX-512 (native), which this CPU lacks; rebuild with ATTNKIT_PORTABLE=1")
+        }
         try body()
         return attn_status(ATTN_OK)
     } catch let error as ABIError {

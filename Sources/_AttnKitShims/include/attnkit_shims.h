@@ -1,0 +1,23 @@
+// Internal C helpers for the Swift core: only static inline functions.
+#ifndef ATTNKIT_SHIMS_H
+#define ATTNKIT_SHIMS_H
+
+#include <cpuid.h>
+#include <stdint.h>
+
+// 1 if the CPU and the OS support what an AVX-512 build of attnkit executes:
+// AVX-512 F/BW/VL/DQ, FMA and F16C, with the OS saving the zmm and mask state.
+static inline int attn_shim_cpu_has_avx512(void) {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
+    const int osxsave = (ecx >> 27) & 1, fma = (ecx >> 12) & 1, f16c = (ecx >> 29) & 1;
+    if (!osxsave || !fma || !f16c) return 0;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0xE6) != 0xE6) return 0;  // SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
+    const int f = (ebx >> 16) & 1, dq = (ebx >> 17) & 1, bw = (ebx >> 30) & 1, vl = (ebx >> 31) & 1;
+    return f && dq && bw && vl;
+}
+
+#endif

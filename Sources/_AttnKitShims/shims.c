@@ -1,0 +1,1 @@
+// The target's headers are in include/; SwiftPM needs one source file.

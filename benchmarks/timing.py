@@ -1,0 +1,40 @@
+"""Timing helpers for the benchmarks: medians of interleaved runs.
+
+The machine is noisy, so attnkit and torch are timed alternately in one loop
+(a slow spell hits both) and the median is reported.
+"""
+import statistics
+import time
+
+
+def median_ms(functions, repeats=15, warmup=2, budget_s=20.0):
+    """Runs each function `warmup` times, then `repeats` rounds in turn; returns median ms per function."""
+    for fn in functions:
+        for _ in range(warmup):
+            fn()
+    samples = [[] for _ in functions]
+    start = time.perf_counter()
+    for round_index in range(repeats):
+        for fn, bucket in zip(functions, samples):
+            t0 = time.perf_counter()
+            fn()
+            bucket.append((time.perf_counter() - t0) * 1e3)
+        if round_index >= 2 and time.perf_counter() - start > budget_s:
+            break
+    return [statistics.median(bucket) for bucket in samples]
+
+
+def attention_flops(batch, heads, seq_q, seq_k, dim, causal=False, dim_v=None):
+    """2·B·H·Sq·Sk·(D + Dv) flops for the two GEMMs, halved for a causal square mask."""
+    dim_v = dim if dim_v is None else dim_v
+    flops = 2.0 * batch * heads * seq_q * seq_k * (dim + dim_v)
+    return flops / 2 if causal and seq_q == seq_k else flops
+
+
+def print_table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(str(h).rjust(w) for h, w in zip(headers, widths))
+    print(line)
+    print("-" * len(line))
+    for row in rows:
+        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths)))
