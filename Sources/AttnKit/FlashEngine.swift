@@ -1,0 +1,395 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The tiled online-softmax engine behind SDPA and varlen flash attention.
+///
+/// A task is one block of up to 64 query rows of one unit. The block is held
+/// *transposed*: 16 query rows share a SIMD16 vector (a "chunk"), so
+///   - S = Q·Kᵀ is computed as Sᵀ[key][rows]: each K element is broadcast from
+///     its strided source and multiplies 64 rows of Qᵀ at once, so K is never
+///     packed or copied;
+///   - the softmax of a row is a reduction over keys, which in this layout is
+///     a lane-wise max/sum over key vectors: no horizontal reductions;
+///   - O += P·V is Oᵀ[dim][rows] += V[key][dim] (broadcast) × Pᵀ[key][rows],
+///     so V is read in place too.
+/// Memory per worker is O(tile): Qᵀ [D×64], Sᵀ [64×64], Oᵀ [Dv×64].
+enum FlashEngine {
+    static let rowsPerTask = 64
+    static let chunks = 4          // rowsPerTask / 16
+    static let keysPerTile = 64
+
+    /// Runs every unit, parallel over (unit, query block). Results do not
+    /// depend on the thread count: each task owns its rows.
+    static func run<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
+        var tasks: [(unit: Int32, block: Int32)] = []
+        for (index, unit) in units.enumerated() where unit.queries > 0 {
+            let blocks = (unit.queries + rowsPerTask - 1) / rowsPerTask
+            // Later query blocks see more keys under causal masks: start those first.
+            for block in stride(from: blocks - 1, through: 0, by: -1) {
+                tasks.append((Int32(index), Int32(block)))
+            }
+        }
+        if tasks.isEmpty { return }
+        let workers = Swift.max(1, Swift.min(threads, tasks.count))
+        let paddedDim = (options.headDim + 15) & ~15
+        let queryTiles = try PerWorker<Float>(workers: workers, count: try checkedProduct(paddedDim, rowsPerTask, what: "q"))
+        defer { queryTiles.deallocate() }
+        let scoreTiles = try PerWorker<Float>(workers: workers, count: keysPerTile * rowsPerTask)
+        defer { scoreTiles.deallocate() }
+        let outTiles = try PerWorker<Float>(workers: workers, count: try checkedProduct(Swift.max(options.valueDim, 1), rowsPerTask, what: "v"))
+        defer { outTiles.deallocate() }
+        tasks.withUnsafeBufferPointer { taskList in
+            units.withUnsafeBufferPointer { unitList in
+                parallelFor(count: taskList.count, threads: workers) { task, worker in
+                    let (unit, block) = taskList[task]
+                    let scratch = TileScratch(queryT: queryTiles[worker], scoresT: scoreTiles[worker], outT: outTiles[worker])
+                    runTask(unitList[Int(unit)], rowStart: Int(block) * rowsPerTask, options: options, scratch: scratch)
+                }
+            }
+        }
+    }
+
+    struct TileScratch {
+        let queryT: UnsafeMutablePointer<Float>   // [paddedDim][64], scaled by options.scale
+        let scoresT: UnsafeMutablePointer<Float>  // [keysPerTile][64]: scores, then probabilities
+        let outT: UnsafeMutablePointer<Float>     // [valueDim][64]: the unnormalized output
+    }
+
+    /// Online softmax state for one chunk of 16 rows.
+    struct RowState {
+        /// m: the largest score seen so far in each row (−inf until a key is allowed).
+        var rowMax = SIMD16<Float>(repeating: -.infinity)
+        /// l: Σ exp(score − m) over the keys seen so far, in the current m's units.
+        var rowSum = SIMD16<Float>()
+        /// exp(m_old − m_new) of the last tile: how much O and l shrink when m grows.
+        var rescale = SIMD16<Float>(repeating: 1)
+    }
+
+    static func runTask<E: AttnStorage>(_ unit: AttentionUnit<E>, rowStart: Int, options: AttentionOptions, scratch: TileScratch) {
+        let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
+        let rowEnd = rowStart + rows
+        let dim = options.headDim, valueDim = options.valueDim
+        let paddedDim = (dim + 15) & ~15
+
+        // Keys any row of the block may see; tiles outside are never touched.
+        let first = options.keyRange(row: rowStart, diagonal: unit.diagonal, keys: unit.keys)
+        let last = options.keyRange(row: rowEnd - 1, diagonal: unit.diagonal, keys: unit.keys)
+        let keyStart = first.lo, keyStop = last.hi + 1
+
+        packQueryTransposed(unit, rowStart: rowStart, rows: rows, dim: dim, paddedDim: paddedDim,
+                            scale: options.scale, into: scratch.queryT)
+        scratch.outT.update(repeating: 0, count: valueDim * rowsPerTask)
+        var states = (RowState(), RowState(), RowState(), RowState())
+
+        var tileStart = keyStart
+        while tileStart < keyStop {
+            let tileKeys = Swift.min(keysPerTile, keyStop - tileStart)
+            scoreTile(queryT: scratch.queryT, dim: paddedDim, realDim: dim, k: unit.k, keyStart: tileStart,
+                      keys: tileKeys, into: scratch.scoresT)
+            transformScores(unit, options: options, rowStart: rowStart, rows: rows, tileStart: tileStart,
+                            tileKeys: tileKeys, scores: scratch.scoresT)
+            updateSoftmax(&states.0, chunk: 0, scores: scratch.scoresT, tileKeys: tileKeys)
+            updateSoftmax(&states.1, chunk: 1, scores: scratch.scoresT, tileKeys: tileKeys)
+            updateSoftmax(&states.2, chunk: 2, scores: scratch.scoresT, tileKeys: tileKeys)
+            updateSoftmax(&states.3, chunk: 3, scores: scratch.scoresT, tileKeys: tileKeys)
+            if options.dropoutP > 0 {
+                applyDropout(unit, options: options, rowStart: rowStart, tileStart: tileStart, tileKeys: tileKeys,
+                             probabilities: scratch.scoresT)
+            }
+            accumulateValues(outT: scratch.outT, valueDim: valueDim, probabilities: scratch.scoresT,
+                             v: unit.v, keyStart: tileStart, keys: tileKeys,
+                             rescale: (states.0.rescale, states.1.rescale, states.2.rescale, states.3.rescale))
+            tileStart += tileKeys
+        }
+        finish(unit, options: options, rowStart: rowStart, rows: rows, outT: scratch.outT, states: states)
+    }
+
+    /// Qᵀ[d][row] = scale·q[rowStart+row][d], zero for padded rows and dims.
+    static func packQueryTransposed<E: AttnStorage>(_ unit: AttentionUnit<E>, rowStart: Int, rows: Int, dim: Int,
+                                                     paddedDim: Int, scale: Float, into queryT: UnsafeMutablePointer<Float>) {
+        queryT.update(repeating: 0, count: paddedDim * rowsPerTask)
+        for row in 0..<rows {
+            let source = unit.q.pointer(rowStart + row, 0)
+            for d in 0..<dim {
+                queryT[d &* rowsPerTask &+ row] = E.toFloat(source[d &* unit.q.colStride]) * scale
+            }
+        }
+    }
+
+    /// Sᵀ[key][row] = Σ_d Qᵀ[d][row]·k[keyStart+key][d] for `keys` keys: four keys
+    /// by 64 rows per step, 16 accumulators.
+    @inline(__always)
+    static func scoreTile<E: AttnStorage>(queryT: UnsafeMutablePointer<Float>, dim: Int, realDim: Int,
+                                          k: Strided2D<E>, keyStart: Int, keys: Int,
+                                          into scores: UnsafeMutablePointer<Float>) {
+        let kc = k.colStride
+        var key = 0
+        while key + 4 <= keys {
+            let k0 = k.pointer(keyStart + key, 0), k1 = k.pointer(keyStart + key + 1, 0)
+            let k2 = k.pointer(keyStart + key + 2, 0), k3 = k.pointer(keyStart + key + 3, 0)
+            var a00 = SIMD16<Float>(), a01 = SIMD16<Float>(), a02 = SIMD16<Float>(), a03 = SIMD16<Float>()
+            var a10 = SIMD16<Float>(), a11 = SIMD16<Float>(), a12 = SIMD16<Float>(), a13 = SIMD16<Float>()
+            var a20 = SIMD16<Float>(), a21 = SIMD16<Float>(), a22 = SIMD16<Float>(), a23 = SIMD16<Float>()
+            var a30 = SIMD16<Float>(), a31 = SIMD16<Float>(), a32 = SIMD16<Float>(), a33 = SIMD16<Float>()
+            for d in 0..<realDim {
+                let qRow = queryT + d &* rowsPerTask
+                let q0 = load16(qRow), q1 = load16(qRow + 16), q2 = load16(qRow + 32), q3 = load16(qRow + 48)
+                let offset = d &* kc
+                let b0 = SIMD16<Float>(repeating: E.toFloat(k0[offset]))
+                a00 = a00.addingProduct(q0, b0); a01 = a01.addingProduct(q1, b0)
+                a02 = a02.addingProduct(q2, b0); a03 = a03.addingProduct(q3, b0)
+                let b1 = SIMD16<Float>(repeating: E.toFloat(k1[offset]))
+                a10 = a10.addingProduct(q0, b1); a11 = a11.addingProduct(q1, b1)
+                a12 = a12.addingProduct(q2, b1); a13 = a13.addingProduct(q3, b1)
+                let b2 = SIMD16<Float>(repeating: E.toFloat(k2[offset]))
+                a20 = a20.addingProduct(q0, b2); a21 = a21.addingProduct(q1, b2)
+                a22 = a22.addingProduct(q2, b2); a23 = a23.addingProduct(q3, b2)
+                let b3 = SIMD16<Float>(repeating: E.toFloat(k3[offset]))
+                a30 = a30.addingProduct(q0, b3); a31 = a31.addingProduct(q1, b3)
+                a32 = a32.addingProduct(q2, b3); a33 = a33.addingProduct(q3, b3)
+            }
+            let s = scores + key &* rowsPerTask
+            store16(a00, s); store16(a01, s + 16); store16(a02, s + 32); store16(a03, s + 48)
+            store16(a10, s + 64); store16(a11, s + 80); store16(a12, s + 96); store16(a13, s + 112)
+            store16(a20, s + 128); store16(a21, s + 144); store16(a22, s + 160); store16(a23, s + 176)
+            store16(a30, s + 192); store16(a31, s + 208); store16(a32, s + 224); store16(a33, s + 240)
+            key += 4
+        }
+        while key < keys {
+            let k0 = k.pointer(keyStart + key, 0)
+            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+            for d in 0..<realDim {
+                let qRow = queryT + d &* rowsPerTask
+                let b = SIMD16<Float>(repeating: E.toFloat(k0[d &* kc]))
+                a0 = a0.addingProduct(load16(qRow), b); a1 = a1.addingProduct(load16(qRow + 16), b)
+                a2 = a2.addingProduct(load16(qRow + 32), b); a3 = a3.addingProduct(load16(qRow + 48), b)
+            }
+            let s = scores + key &* rowsPerTask
+            store16(a0, s); store16(a1, s + 16); store16(a2, s + 32); store16(a3, s + 48)
+            key += 1
+        }
+    }
+
+    /// Softcap, ALiBi, the additive mask, then the masks that exclude keys
+    /// (window/causal range, boolean mask), in that order (spec section 0).
+    /// Excluded scores become −inf here, in fp32.
+    static func transformScores<E: AttnStorage>(_ unit: AttentionUnit<E>, options: AttentionOptions, rowStart: Int,
+                                                rows: Int, tileStart: Int, tileKeys: Int,
+                                                scores: UnsafeMutablePointer<Float>) {
+        let negativeInfinity = SIMD16<Float>(repeating: -.infinity)
+        if options.softcap > 0 {
+            let cap = SIMD16<Float>(repeating: options.softcap), inverseCap = SIMD16<Float>(repeating: 1 / options.softcap)
+            for index in stride(from: 0, to: tileKeys * rowsPerTask, by: 16) {
+                store16(cap * fastTanh(load16(scores + index) * inverseCap), scores + index)
+            }
+        }
+        let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        if unit.alibiSlope != 0 {
+            let slope = SIMD16<Float>(repeating: -unit.alibiSlope)
+            for key in 0..<tileKeys {
+                for chunk in 0..<chunks {
+                    let rowIndex = lane &+ SIMD16(repeating: Int32(truncatingIfNeeded: rowStart + chunk * 16))
+                    let distance = rowIndex &+ SIMD16(repeating: Int32(truncatingIfNeeded: unit.diagonal - tileStart - key))
+                    var magnitude = distance
+                    magnitude.replace(with: 0 &- distance, where: distance .< SIMD16<Int32>())
+                    let s = scores + (key &* rowsPerTask &+ chunk &* 16)
+                    store16(load16(s) + slope * SIMD16<Float>(magnitude), s)
+                }
+            }
+        }
+        switch unit.mask {
+        case .none:
+            break
+        case .additive(let bias):
+            for key in 0..<tileKeys {
+                let s = scores + key &* rowsPerTask
+                for row in 0..<rows { s[row] += E.toFloat(bias.pointer(rowStart + row, tileStart + key).pointee) }
+            }
+        case .keep(let keep):
+            for key in 0..<tileKeys {
+                let s = scores + key &* rowsPerTask
+                for row in 0..<rows where keep.pointer(rowStart + row, tileStart + key).pointee == 0 { s[row] = -.infinity }
+            }
+        }
+        // The window/causal range, only where the tile crosses a row's bound.
+        let rowLast = rowStart + rows - 1
+        let tileLast = tileStart + tileKeys - 1
+        let needsLow = options.windowLeft >= 0 && tileStart < rowLast + unit.diagonal - options.windowLeft
+        let needsHigh = options.windowRight >= 0 && tileLast > rowStart + unit.diagonal + options.windowRight
+        if needsLow || needsHigh {
+            for key in 0..<tileKeys {
+                let j = tileStart + key
+                for chunk in 0..<chunks {
+                    let rowIndex = lane &+ SIMD16(repeating: Int32(truncatingIfNeeded: rowStart + chunk * 16))
+                    var excluded = SIMDMask<SIMD16<Int32>>()
+                    if needsLow {   // j < i + diagonal − windowLeft
+                        excluded .|= rowIndex .> SIMD16(repeating: Int32(truncatingIfNeeded: j - unit.diagonal + options.windowLeft))
+                    }
+                    if needsHigh {  // j > i + diagonal + windowRight
+                        excluded .|= rowIndex .< SIMD16(repeating: Int32(truncatingIfNeeded: j - unit.diagonal - options.windowRight))
+                    }
+                    let s = scores + (key &* rowsPerTask &+ chunk &* 16)
+                    var values = load16(s)
+                    values.replace(with: negativeInfinity, where: excluded)
+                    store16(values, s)
+                }
+            }
+        }
+    }
+
+    /// The online softmax step for one chunk of rows over one tile of keys:
+    /// turns the tile's scores into exp(score − m_new) in place and updates m and l.
+    @inline(__always)
+    static func updateSoftmax(_ state: inout RowState, chunk: Int, scores: UnsafeMutablePointer<Float>, tileKeys: Int) {
+        let column = scores + chunk &* 16
+        // m_new = max(m_old, max over this tile's keys). A NaN score makes m NaN,
+        // and with it the row's output: NaN input is never hidden.
+        var tileMax = state.rowMax
+        for key in 0..<tileKeys { tileMax = nanStickyMax(tileMax, load16(column + key &* rowsPerTask)) }
+        // Rows with every key so far excluded still have m = −inf: their
+        // probabilities are 0 and nothing is rescaled, so exp(−inf − (−inf))
+        // is never evaluated into the result.
+        let negativeInfinity = SIMD16<Float>(repeating: -.infinity)
+        let noKeyYet = tileMax .== negativeInfinity
+        var safeMax = tileMax
+        safeMax.replace(with: SIMD16<Float>(), where: noKeyYet)
+        // exp(m_old − m_new) <= 1 rescales what was accumulated against the old
+        // maximum so that O and l are both expressed relative to m_new.
+        var rescale = fastExp(state.rowMax - safeMax)
+        rescale.replace(with: SIMD16<Float>(), where: noKeyYet)
+        var tileSum = SIMD16<Float>()
+        for key in 0..<tileKeys {
+            let p = column + key &* rowsPerTask
+            let probability = fastExp(load16(p) - safeMax)   // exp(−inf − finite) = 0 for excluded keys
+            store16(probability, p)
+            tileSum += probability
+        }
+        // l_new = l_old·exp(m_old − m_new) + Σ_tile exp(s − m_new)
+        state.rowSum = state.rowSum * rescale + tileSum
+        state.rowMax = tileMax
+        state.rescale = rescale
+    }
+
+    /// Inverted dropout on the tile's probabilities (after they were added to l,
+    /// so the softmax normalizer is that of the undropped row, as in torch).
+    static func applyDropout<E>(_ unit: AttentionUnit<E>, options: AttentionOptions, rowStart: Int, tileStart: Int,
+                                tileKeys: Int, probabilities: UnsafeMutablePointer<Float>) {
+        let key = dropoutStreamKey(seed: options.seed, stream: unit.dropoutStream)
+        let threshold = SIMD16<UInt32>(repeating: dropoutThreshold(options.dropoutP))
+        let keepScale = SIMD16<Float>(repeating: 1 / (1 - options.dropoutP))
+        let lane = SIMD16<UInt32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        for column in 0..<tileKeys {
+            for chunk in 0..<chunks {
+                let rows = lane &+ SIMD16(repeating: UInt32(truncatingIfNeeded: rowStart + chunk * 16))
+                let bits = dropoutBits(key: key, rows: rows, col: UInt32(truncatingIfNeeded: tileStart + column))
+                let p = probabilities + (column &* rowsPerTask &+ chunk &* 16)
+                var values = load16(p) * keepScale
+                values.replace(with: SIMD16<Float>(), where: bits .< threshold)
+                store16(values, p)
+            }
+        }
+    }
+
+    /// Oᵀ[e][rows] = rescale·Oᵀ[e][rows] + Σ_key v[key][e]·Pᵀ[key][rows], four value
+    /// dims by 64 rows per step.
+    @inline(__always)
+    static func accumulateValues<E: AttnStorage>(outT: UnsafeMutablePointer<Float>, valueDim: Int,
+                                                 probabilities: UnsafeMutablePointer<Float>, v: Strided2D<E>,
+                                                 keyStart: Int, keys: Int,
+                                                 rescale: (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>)) {
+        let vc = v.colStride, vr = v.rowStride
+        var e = 0
+        while e + 4 <= valueDim {
+            let o = outT + e &* rowsPerTask
+            var a00 = load16(o) * rescale.0, a01 = load16(o + 16) * rescale.1
+            var a02 = load16(o + 32) * rescale.2, a03 = load16(o + 48) * rescale.3
+            var a10 = load16(o + 64) * rescale.0, a11 = load16(o + 80) * rescale.1
+            var a12 = load16(o + 96) * rescale.2, a13 = load16(o + 112) * rescale.3
+            var a20 = load16(o + 128) * rescale.0, a21 = load16(o + 144) * rescale.1
+            var a22 = load16(o + 160) * rescale.2, a23 = load16(o + 176) * rescale.3
+            var a30 = load16(o + 192) * rescale.0, a31 = load16(o + 208) * rescale.1
+            var a32 = load16(o + 224) * rescale.2, a33 = load16(o + 240) * rescale.3
+            var vRow = v.pointer(keyStart, e)
+            for key in 0..<keys {
+                let p = probabilities + key &* rowsPerTask
+                let p0 = load16(p), p1 = load16(p + 16), p2 = load16(p + 32), p3 = load16(p + 48)
+                let b0 = SIMD16<Float>(repeating: E.toFloat(vRow[0]))
+                a00 = a00.addingProduct(p0, b0); a01 = a01.addingProduct(p1, b0)
+                a02 = a02.addingProduct(p2, b0); a03 = a03.addingProduct(p3, b0)
+                let b1 = SIMD16<Float>(repeating: E.toFloat(vRow[vc]))
+                a10 = a10.addingProduct(p0, b1); a11 = a11.addingProduct(p1, b1)
+                a12 = a12.addingProduct(p2, b1); a13 = a13.addingProduct(p3, b1)
+                let b2 = SIMD16<Float>(repeating: E.toFloat(vRow[2 &* vc]))
+                a20 = a20.addingProduct(p0, b2); a21 = a21.addingProduct(p1, b2)
+                a22 = a22.addingProduct(p2, b2); a23 = a23.addingProduct(p3, b2)
+                let b3 = SIMD16<Float>(repeating: E.toFloat(vRow[3 &* vc]))
+                a30 = a30.addingProduct(p0, b3); a31 = a31.addingProduct(p1, b3)
+                a32 = a32.addingProduct(p2, b3); a33 = a33.addingProduct(p3, b3)
+                vRow += vr
+            }
+            store16(a00, o); store16(a01, o + 16); store16(a02, o + 32); store16(a03, o + 48)
+            store16(a10, o + 64); store16(a11, o + 80); store16(a12, o + 96); store16(a13, o + 112)
+            store16(a20, o + 128); store16(a21, o + 144); store16(a22, o + 160); store16(a23, o + 176)
+            store16(a30, o + 192); store16(a31, o + 208); store16(a32, o + 224); store16(a33, o + 240)
+            e += 4
+        }
+        while e < valueDim {
+            let o = outT + e &* rowsPerTask
+            var a0 = load16(o) * rescale.0, a1 = load16(o + 16) * rescale.1
+            var a2 = load16(o + 32) * rescale.2, a3 = load16(o + 48) * rescale.3
+            var vRow = v.pointer(keyStart, e)
+            for key in 0..<keys {
+                let p = probabilities + key &* rowsPerTask
+                let b = SIMD16<Float>(repeating: E.toFloat(vRow[0]))
+                a0 = a0.addingProduct(load16(p), b); a1 = a1.addingProduct(load16(p + 16), b)
+                a2 = a2.addingProduct(load16(p + 32), b); a3 = a3.addingProduct(load16(p + 48), b)
+                vRow += vr
+            }
+            store16(a0, o); store16(a1, o + 16); store16(a2, o + 32); store16(a3, o + 48)
+            e += 1
+        }
+    }
+
+    /// out = Oᵀ/l transposed back; a row with no allowed key (l = 0) gives 0 and
+    /// lse = options.emptyRowLSE. lse = m + log(l), natural log.
+    static func finish<E: AttnStorage>(_ unit: AttentionUnit<E>, options: AttentionOptions, rowStart: Int, rows: Int,
+                                       outT: UnsafeMutablePointer<Float>,
+                                       states: (RowState, RowState, RowState, RowState)) {
+        for row in 0..<rows {
+            let state = row < 16 ? states.0 : row < 32 ? states.1 : row < 48 ? states.2 : states.3
+            let lane = row & 15
+            let sum = state.rowSum[lane], rowMax = state.rowMax[lane]
+            let empty = sum == 0
+            let inverse: Float = empty ? 0 : 1 / sum
+            let destination = unit.out.pointer(rowStart + row, 0)
+            for e in 0..<options.valueDim {
+                destination[e &* unit.out.colStride] = E.fromFloat(outT[e &* rowsPerTask &+ row] * inverse)
+            }
+            if let lse = unit.lse {
+                lse[(rowStart + row) &* unit.lseStride] = empty ? options.emptyRowLSE : rowMax + logf(sum)
+            }
+        }
+    }
+}
+
+/// Lane-wise max in which a NaN in either operand wins and stays.
+@inline(__always)
+func nanStickyMax(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+    var result = a
+    result.replace(with: b, where: (b .> a) .| (b .!= b))
+    return result
+}
+
+/// tanh(x) = sign(x)·(1 − 2/(e^{2|x|} + 1)), vectorized.
+@inline(__always)
+func fastTanh(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    let zero = SIMD16<Float>(), one = SIMD16<Float>(repeating: 1), two = SIMD16<Float>(repeating: 2)
+    var magnitude = x
+    magnitude.replace(with: zero - x, where: x .< zero)
+    let e = fastExp(two * magnitude)
+    var result = one - two / (e + one)
+    result.replace(with: zero - result, where: x .< zero)
+    result.replace(with: x, where: x .!= x)
+    return result
+}
