@@ -118,6 +118,38 @@ attn_status attn_eager_forward(const attn_eager_params *params,
                                const attn_tensor *v, const attn_tensor *key_mask,
                                const attn_tensor *out, const attn_tensor *weights);
 
+/* ---- Scaled dot-product attention (torch semantics) ----
+ * torch.nn.functional.scaled_dot_product_attention on the CPU, tiled with an
+ * online softmax: memory is O(threads x tile), never O(L x S).
+ *
+ *   query:     (N..., Hq, L, E)  f32 or f64 (rank 2 to ATTN_MAX_RANK; rank 2 means one head)
+ *   key:       (N..., Hk, S, E)  same dtype
+ *   value:     (N..., Hk, S, Ev) same dtype
+ *   attn_mask: broadcastable to (N..., Hq, L, S); bool/u8 (nonzero takes part) or
+ *              the query dtype (added to the scores); may be NULL
+ *   out:       (N..., Hq, L, Ev) written
+ *
+ * Without enable_gqa Hq must equal Hk; with it Hk must divide Hq, and query head
+ * h reads KV head h / (Hq/Hk) (K and V are never copied). is_causal is aligned
+ * top-left (key j allowed iff j <= i) and excludes attn_mask. A row with no
+ * allowed key gives 0. Dropout (0 <= dropout_p <= 1) is inverted dropout whose
+ * pattern is a function of `seed` only: the same seed gives the same bits for
+ * every thread count. */
+typedef struct attn_sdpa_params {
+    uint32_t struct_size; /* sizeof(attn_sdpa_params) */
+    int32_t is_causal;    /* 0 or 1 */
+    int32_t enable_gqa;   /* 0 or 1 */
+    int32_t has_scale;    /* 0: scale = 1/sqrt(E); 1: use `scale` */
+    double scale;
+    double dropout_p;
+    uint64_t seed;
+} attn_sdpa_params;
+
+attn_status attn_sdpa_forward(const attn_sdpa_params *params,
+                              const attn_tensor *query, const attn_tensor *key,
+                              const attn_tensor *value, const attn_tensor *attn_mask,
+                              const attn_tensor *out);
+
 #ifdef __cplusplus
 }
 #endif

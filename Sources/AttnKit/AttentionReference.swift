@@ -6,6 +6,8 @@ import Glibc
 /// in Double, one query row at a time, with the whole score row materialized.
 /// It also serves fp64 inputs, for which it is the kernel.
 enum AttentionReference {
+    @_specialize(where E == Float)
+    @_specialize(where E == Double)
     static func run<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
         let longest = units.map(\.keys).max() ?? 0
         let workers = Swift.max(1, Swift.min(threads, units.count))

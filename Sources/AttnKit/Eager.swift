@@ -80,6 +80,8 @@ public struct EagerAttention {
 
     /// Runs the optimized kernel: BLAS GEMMs on blocks of `queryBlock` rows,
     /// parallel over (batch, head).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     public func callAsFunction<T: AttentionScalar>(
         q: StridedTensor<T>, k: StridedTensor<T>, v: StridedTensor<T>,
         keyMask: StridedTensor<UInt8>? = nil, out: MutableStridedTensor<T>,

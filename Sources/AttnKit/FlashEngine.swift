@@ -21,6 +21,8 @@ enum FlashEngine {
 
     /// Runs every unit, parallel over (unit, query block). Results do not
     /// depend on the thread count: each task owns its rows.
+    /// Specialized per storage type: callers in other modules reach it generically.
+    @_specialize(where E == Float)
     static func run<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
         var tasks: [(unit: Int32, block: Int32)] = []
         for (index, unit) in units.enumerated() where unit.queries > 0 {
@@ -39,11 +41,14 @@ enum FlashEngine {
         defer { scoreTiles.deallocate() }
         let outTiles = try PerWorker<Float>(workers: workers, count: try checkedProduct(Swift.max(options.valueDim, 1), rowsPerTask, what: "v"))
         defer { outTiles.deallocate() }
+        let stateTiles = try PerWorker<Float>(workers: workers, count: 3 * rowsPerTask)
+        defer { stateTiles.deallocate() }
         tasks.withUnsafeBufferPointer { taskList in
             units.withUnsafeBufferPointer { unitList in
                 parallelFor(count: taskList.count, threads: workers) { task, worker in
                     let (unit, block) = taskList[task]
-                    let scratch = TileScratch(queryT: queryTiles[worker], scoresT: scoreTiles[worker], outT: outTiles[worker])
+                    let scratch = TileScratch(queryT: queryTiles[worker], scoresT: scoreTiles[worker], outT: outTiles[worker],
+                                              states: RowStates(base: stateTiles[worker]))
                     runTask(unitList[Int(unit)], rowStart: Int(block) * rowsPerTask, options: options, scratch: scratch)
                 }
             }
@@ -54,16 +59,25 @@ enum FlashEngine {
         let queryT: UnsafeMutablePointer<Float>   // [paddedDim][64], scaled by options.scale
         let scoresT: UnsafeMutablePointer<Float>  // [keysPerTile][64]: scores, then probabilities
         let outT: UnsafeMutablePointer<Float>     // [valueDim][64]: the unnormalized output
+        let states: RowStates
     }
 
-    /// Online softmax state for one chunk of 16 rows.
-    struct RowState {
-        /// m: the largest score seen so far in each row (−inf until a key is allowed).
-        var rowMax = SIMD16<Float>(repeating: -.infinity)
-        /// l: Σ exp(score − m) over the keys seen so far, in the current m's units.
-        var rowSum = SIMD16<Float>()
-        /// exp(m_old − m_new) of the last tile: how much O and l shrink when m grows.
-        var rescale = SIMD16<Float>(repeating: 1)
+    /// The online softmax state of the task's 64 rows, kept in scratch memory
+    /// (SIMD16 values passed between functions would travel in xmm halves):
+    ///   rowMax  m: the largest score seen so far in each row (−inf until a key is allowed);
+    ///   rowSum  l: Σ exp(score − m) over the keys seen so far, in the current m's units;
+    ///   rescale exp(m_old − m_new) of the last tile: how much O and l shrink when m grows.
+    struct RowStates {
+        let base: UnsafeMutablePointer<Float>   // [3][64]
+        var rowMax: UnsafeMutablePointer<Float> { base }
+        var rowSum: UnsafeMutablePointer<Float> { base + 64 }
+        var rescale: UnsafeMutablePointer<Float> { base + 128 }
+
+        func reset() {
+            rowMax.update(repeating: -.infinity, count: 64)
+            rowSum.update(repeating: 0, count: 64)
+            rescale.update(repeating: 1, count: 64)
+        }
     }
 
     static func runTask<E: AttnStorage>(_ unit: AttentionUnit<E>, rowStart: Int, options: AttentionOptions, scratch: TileScratch) {
@@ -80,7 +94,8 @@ enum FlashEngine {
         packQueryTransposed(unit, rowStart: rowStart, rows: rows, dim: dim, paddedDim: paddedDim,
                             scale: options.scale, into: scratch.queryT)
         scratch.outT.update(repeating: 0, count: valueDim * rowsPerTask)
-        var states = (RowState(), RowState(), RowState(), RowState())
+        let states = scratch.states
+        states.reset()
 
         var tileStart = keyStart
         while tileStart < keyStop {
@@ -89,17 +104,13 @@ enum FlashEngine {
                       keys: tileKeys, into: scratch.scoresT)
             transformScores(unit, options: options, rowStart: rowStart, rows: rows, tileStart: tileStart,
                             tileKeys: tileKeys, scores: scratch.scoresT)
-            updateSoftmax(&states.0, chunk: 0, scores: scratch.scoresT, tileKeys: tileKeys)
-            updateSoftmax(&states.1, chunk: 1, scores: scratch.scoresT, tileKeys: tileKeys)
-            updateSoftmax(&states.2, chunk: 2, scores: scratch.scoresT, tileKeys: tileKeys)
-            updateSoftmax(&states.3, chunk: 3, scores: scratch.scoresT, tileKeys: tileKeys)
+            for chunk in 0..<chunks { updateSoftmax(states, chunk: chunk, scores: scratch.scoresT, tileKeys: tileKeys) }
             if options.dropoutP > 0 {
                 applyDropout(unit, options: options, rowStart: rowStart, tileStart: tileStart, tileKeys: tileKeys,
                              probabilities: scratch.scoresT)
             }
             accumulateValues(outT: scratch.outT, valueDim: valueDim, probabilities: scratch.scoresT,
-                             v: unit.v, keyStart: tileStart, keys: tileKeys,
-                             rescale: (states.0.rescale, states.1.rescale, states.2.rescale, states.3.rescale))
+                             v: unit.v, keyStart: tileStart, keys: tileKeys, rescale: states.rescale)
             tileStart += tileKeys
         }
         finish(unit, options: options, rowStart: rowStart, rows: rows, outT: scratch.outT, states: states)
@@ -241,23 +252,25 @@ enum FlashEngine {
     /// The online softmax step for one chunk of rows over one tile of keys:
     /// turns the tile's scores into exp(score − m_new) in place and updates m and l.
     @inline(__always)
-    static func updateSoftmax(_ state: inout RowState, chunk: Int, scores: UnsafeMutablePointer<Float>, tileKeys: Int) {
+    static func updateSoftmax(_ states: RowStates, chunk: Int, scores: UnsafeMutablePointer<Float>, tileKeys: Int) {
         let column = scores + chunk &* 16
-        // m_new = max(m_old, max over this tile's keys). A NaN score makes m NaN,
-        // and with it the row's output: NaN input is never hidden.
-        var tileMax = state.rowMax
-        for key in 0..<tileKeys { tileMax = nanStickyMax(tileMax, load16(column + key &* rowsPerTask)) }
+        let oldMax = load16(states.rowMax + chunk &* 16)
+        // m_new = max(m_old, max over this tile's keys). The max may skip a NaN
+        // score, but exp(NaN − m) is NaN, so l and the row's output turn NaN:
+        // NaN input is never hidden.
+        var tileMax = oldMax
+        for key in 0..<tileKeys { tileMax = lanewiseMax(tileMax, load16(column + key &* rowsPerTask)) }
         // Rows with every key so far excluded still have m = −inf: their
         // probabilities are 0 and nothing is rescaled, so exp(−inf − (−inf))
         // is never evaluated into the result.
-        let negativeInfinity = SIMD16<Float>(repeating: -.infinity)
+        let negativeInfinity = SIMD16<Float>(repeating: -.infinity), zero = SIMD16<Float>()
         let noKeyYet = tileMax .== negativeInfinity
         var safeMax = tileMax
-        safeMax.replace(with: SIMD16<Float>(), where: noKeyYet)
+        safeMax.replace(with: zero, where: noKeyYet)
         // exp(m_old − m_new) <= 1 rescales what was accumulated against the old
         // maximum so that O and l are both expressed relative to m_new.
-        var rescale = fastExp(state.rowMax - safeMax)
-        rescale.replace(with: SIMD16<Float>(), where: noKeyYet)
+        var rescale = fastExp(oldMax - safeMax)
+        rescale.replace(with: zero, where: noKeyYet)
         var tileSum = SIMD16<Float>()
         for key in 0..<tileKeys {
             let p = column + key &* rowsPerTask
@@ -266,9 +279,10 @@ enum FlashEngine {
             tileSum += probability
         }
         // l_new = l_old·exp(m_old − m_new) + Σ_tile exp(s − m_new)
-        state.rowSum = state.rowSum * rescale + tileSum
-        state.rowMax = tileMax
-        state.rescale = rescale
+        let sumPointer = states.rowSum + chunk &* 16
+        store16(load16(sumPointer) * rescale + tileSum, sumPointer)
+        store16(tileMax, states.rowMax + chunk &* 16)
+        store16(rescale, states.rescale + chunk &* 16)
     }
 
     /// Inverted dropout on the tile's probabilities (after they were added to l,
@@ -296,9 +310,9 @@ enum FlashEngine {
     @inline(__always)
     static func accumulateValues<E: AttnStorage>(outT: UnsafeMutablePointer<Float>, valueDim: Int,
                                                  probabilities: UnsafeMutablePointer<Float>, v: Strided2D<E>,
-                                                 keyStart: Int, keys: Int,
-                                                 rescale: (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>)) {
+                                                 keyStart: Int, keys: Int, rescale rescalePointer: UnsafeMutablePointer<Float>) {
         let vc = v.colStride, vr = v.rowStride
+        let rescale = (load16(rescalePointer), load16(rescalePointer + 16), load16(rescalePointer + 32), load16(rescalePointer + 48))
         var e = 0
         while e + 4 <= valueDim {
             let o = outT + e &* rowsPerTask
@@ -354,12 +368,9 @@ enum FlashEngine {
     /// out = Oᵀ/l transposed back; a row with no allowed key (l = 0) gives 0 and
     /// lse = options.emptyRowLSE. lse = m + log(l), natural log.
     static func finish<E: AttnStorage>(_ unit: AttentionUnit<E>, options: AttentionOptions, rowStart: Int, rows: Int,
-                                       outT: UnsafeMutablePointer<Float>,
-                                       states: (RowState, RowState, RowState, RowState)) {
+                                       outT: UnsafeMutablePointer<Float>, states: RowStates) {
         for row in 0..<rows {
-            let state = row < 16 ? states.0 : row < 32 ? states.1 : row < 48 ? states.2 : states.3
-            let lane = row & 15
-            let sum = state.rowSum[lane], rowMax = state.rowMax[lane]
+            let sum = states.rowSum[row], rowMax = states.rowMax[row]
             let empty = sum == 0
             let inverse: Float = empty ? 0 : 1 / sum
             let destination = unit.out.pointer(rowStart + row, 0)
@@ -371,14 +382,6 @@ enum FlashEngine {
             }
         }
     }
-}
-
-/// Lane-wise max in which a NaN in either operand wins and stays.
-@inline(__always)
-func nanStickyMax(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
-    var result = a
-    result.replace(with: b, where: (b .> a) .| (b .!= b))
-    return result
 }
 
 /// tanh(x) = sign(x)·(1 − 2/(e^{2|x|} + 1)), vectorized.

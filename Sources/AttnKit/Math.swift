@@ -1,35 +1,47 @@
+/// a·b + c, fused where the build targets a CPU with FMA (the native AVX-512
+/// build); the portable build keeps a separate multiply and add, because
+/// SIMD's addingProduct is a lane loop of fmaf calls without FMA hardware.
+@_transparent
+public func multiplyAdd(_ a: SIMD16<Float>, _ b: SIMD16<Float>, _ c: SIMD16<Float>) -> SIMD16<Float> {
+    #if ATTNKIT_AVX512
+    return c.addingProduct(a, b)
+    #else
+    return a * b + c
+    #endif
+}
+
 /// Vectorized e^x for 16 floats.
 ///
-/// Range reduction x = n·ln2 + r with |r| <= ln2/2, then a degree-7 Taylor
-/// polynomial for e^r (truncation error below 5e-9 relative, so the result is
-/// within about 1 ulp of expf), scaled by 2^n through the exponent bits.
-/// Special cases: e^(-inf) and anything below -87.33 give 0 (results in the
-/// denormal range are flushed), anything above 88.72 gives +inf, NaN stays NaN.
-@inlinable @inline(__always)
+/// Range reduction x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two so n·ln2Hi
+/// is exact), then Cephes' degree-5 minimax polynomial for (e^r − 1 − r)/r², which
+/// keeps the result within about 1 ulp of expf, scaled by 2^n through the
+/// exponent bits. Special cases: e^(−inf) and anything below −87.33 give 0
+/// (results in the denormal range are flushed), anything above 88.72 gives
+/// +inf, NaN stays NaN. Only lane-wise arithmetic, compares and selects: the
+/// stdlib's SIMD min/max/clamped are lane loops that do not vectorize.
+@_transparent   // always inlined: as a call, SIMD16 crosses the ABI in four xmm halves
 public func fastExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    // Only lane-wise arithmetic, comparisons and selects: the stdlib's SIMD
-    // min/max/clamped/addingProduct are lane loops that do not vectorize everywhere.
     let log2e = SIMD16<Float>(repeating: 1.44269504088896341)
-    let ln2Hi = SIMD16<Float>(repeating: 0.693359375)       // ln 2 split so n·ln2Hi is exact
-    let ln2Lo = SIMD16<Float>(repeating: -2.12194440e-4)
+    let minusLn2Hi = SIMD16<Float>(repeating: -0.693359375)
+    let minusLn2Lo = SIMD16<Float>(repeating: 2.12194440e-4)
     // Adding 1.5·2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
     let roundingMagic = SIMD16<Float>(repeating: 12582912.0)
     let low = SIMD16<Float>(repeating: -87.33), high = SIMD16<Float>(repeating: 88.37)
     let overflow = SIMD16<Float>(repeating: 88.72), zero = SIMD16<Float>(), infinity = SIMD16<Float>(repeating: .infinity)
+    let one = SIMD16<Float>(repeating: 1)
     var clamped = x
     clamped.replace(with: low, where: x .< low)
     clamped.replace(with: high, where: x .> high)
-    let shifted = clamped * log2e + roundingMagic
+    let shifted = multiplyAdd(clamped, log2e, roundingMagic)
     let n = shifted - roundingMagic
-    let r = (clamped - n * ln2Hi) - n * ln2Lo
-    var p = SIMD16<Float>(repeating: 1.0 / 5040.0)
-    p = p * r + SIMD16(repeating: 1.0 / 720.0)
-    p = p * r + SIMD16(repeating: 1.0 / 120.0)
-    p = p * r + SIMD16(repeating: 1.0 / 24.0)
-    p = p * r + SIMD16(repeating: 1.0 / 6.0)
-    p = p * r + SIMD16(repeating: 0.5)
-    p = p * r + SIMD16(repeating: 1.0)
-    p = p * r + SIMD16(repeating: 1.0)
+    let r = multiplyAdd(n, minusLn2Lo, multiplyAdd(n, minusLn2Hi, clamped))
+    var p = SIMD16<Float>(repeating: 1.9875691500e-4)
+    p = multiplyAdd(p, r, SIMD16(repeating: 1.3981999507e-3))
+    p = multiplyAdd(p, r, SIMD16(repeating: 8.3334519073e-3))
+    p = multiplyAdd(p, r, SIMD16(repeating: 4.1665795894e-2))
+    p = multiplyAdd(p, r, SIMD16(repeating: 1.6666665459e-1))
+    p = multiplyAdd(p, r, SIMD16(repeating: 5.0000001201e-1))
+    p = multiplyAdd(p, r * r, r + one)
     let integer = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(roundingMagic, to: SIMD16<Int32>.self)
     let twoToN = unsafeBitCast((integer &+ 127) &<< 23, to: SIMD16<Float>.self)
     var result = p * twoToN
@@ -41,7 +53,7 @@ public func fastExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
 
 /// Lane-wise maximum that keeps `a` where `b` is NaN (NaN scores propagate
 /// through exp instead).
-@inlinable @inline(__always)
+@_transparent
 func lanewiseMax(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
     var result = a
     result.replace(with: b, where: b .> a)
@@ -61,12 +73,12 @@ func storePartial(_ vector: SIMD16<Float>, _ pointer: UnsafeMutablePointer<Float
     for lane in 0..<count { pointer[lane] = vector[lane] }
 }
 
-@inlinable @inline(__always)
+@_transparent
 func load16(_ pointer: UnsafePointer<Float>) -> SIMD16<Float> {
     UnsafeRawPointer(pointer).loadUnaligned(as: SIMD16<Float>.self)
 }
 
-@inlinable @inline(__always)
+@_transparent
 func store16(_ vector: SIMD16<Float>, _ pointer: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(pointer).storeBytes(of: vector, as: SIMD16<Float>.self)
 }

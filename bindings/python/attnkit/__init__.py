@@ -3,7 +3,9 @@
 numpy arrays in give numpy arrays out; torch CPU tensors in give torch tensors out.
 """
 from . import _attnkit
+from ._random import manual_seed
 from .eager import eager_bidirectional_attention, eager_causal_attention
+from .sdpa import scaled_dot_product_attention, sdpa_bidirectional_attention, sdpa_causal_attention
 
 
 def _version_string(number):
@@ -28,5 +30,9 @@ __all__ = [
     "eager_bidirectional_attention",
     "eager_causal_attention",
     "get_num_threads",
+    "manual_seed",
+    "scaled_dot_product_attention",
+    "sdpa_bidirectional_attention",
+    "sdpa_causal_attention",
     "set_num_threads",
 ]

@@ -5,4 +5,5 @@ PYBIND11_MODULE(_attnkit, m) {
     m.doc() = "attnkit C ABI bindings (use the attnkit package, not this module)";
     attnkit_py::init_core(m);
     attnkit_py::init_eager(m);
+    attnkit_py::init_sdpa(m);
 }

@@ -1,0 +1,73 @@
+"""torch.nn.functional.scaled_dot_product_attention on the CPU (spec section 2),
+and the seed wrappers sdpa_bidirectional_attention / sdpa_causal_attention."""
+import numbers
+
+from . import _attnkit
+from ._arrays import check_int, check_tensor, empty_like_kind, is_torch
+from ._random import next_seed
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
+    """Drop-in for torch.nn.functional.scaled_dot_product_attention.
+
+    query (N..., Hq, L, E), key (N..., Hk, S, E), value (N..., Hk, S, Ev) -> (N..., Hq, L, Ev).
+    attn_mask: bool (True takes part) or float of the query dtype (added), broadcast to
+    (N..., Hq, L, S). is_causal is top-left aligned. enable_gqa lets Hk divide Hq.
+    Rows with nothing to attend give 0. Dropout is seeded by attnkit.manual_seed.
+    """
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        check_tensor(name, x)
+    if attn_mask is not None:
+        check_tensor("attn_mask", attn_mask)
+    if not isinstance(dropout_p, numbers.Real) or isinstance(dropout_p, bool):
+        raise TypeError(f"dropout_p must be a float, got {type(dropout_p).__name__}")
+    if scale is not None and (not isinstance(scale, numbers.Real) or isinstance(scale, bool)):
+        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+    if query.ndim < 2 or value.ndim < 1:
+        raise ValueError(f"query must have at least 2 dims (..., L, E), got {query.ndim}")
+    out = empty_like_kind(query, tuple(query.shape[:-1]) + (value.shape[-1],))
+    seed = next_seed() if dropout_p > 0 else 0
+    _attnkit.sdpa_forward(query, key, value, attn_mask, out, bool(is_causal), bool(enable_gqa),
+                          None if scale is None else float(scale), float(dropout_p), seed)
+    return out
+
+
+def _split_heads(x, name, num_heads, head_dim):
+    """[B, S, H*D] -> a (B, H, S, D) view."""
+    check_tensor(name, x)
+    if x.ndim != 3:
+        raise ValueError(f"{name} must have rank 3 [batch, seq, num_heads*head_dim], got rank {x.ndim}")
+    if x.shape[2] != num_heads * head_dim:
+        raise ValueError(f"{name}.shape[2] must equal num_heads*head_dim ({num_heads}*{head_dim}), got {x.shape[2]}")
+    batch, seq, _ = x.shape
+    heads = x.reshape(batch, seq, num_heads, head_dim)
+    return heads.transpose(1, 2) if is_torch(x) else heads.transpose(0, 2, 1, 3)
+
+
+def _sdpa_seed(q, k, v, num_heads, head_dim, mask, causal):
+    num_heads = check_int("num_heads", num_heads, minimum=1)
+    head_dim = check_int("head_dim", head_dim, minimum=1)
+    qh, kh, vh = (_split_heads(x, name, num_heads, head_dim) for name, x in (("q", q), ("k", k), ("v", v)))
+    batch, seq_q = q.shape[0], q.shape[1]
+    attn_mask = None
+    if mask is not None:
+        check_tensor("mask", mask)
+        if mask.ndim != 2 or tuple(mask.shape) != (k.shape[0], k.shape[1]):
+            raise ValueError(f"mask must have shape [batch, seq_k] = {(k.shape[0], k.shape[1])}, got {tuple(mask.shape)}")
+        attn_mask = mask.reshape(mask.shape[0], 1, 1, mask.shape[1])
+    # The output is written straight into [B, S, H, D] memory through a (B, H, S, D) view.
+    out = empty_like_kind(q, (batch, seq_q, num_heads, head_dim))
+    out_heads = out.transpose(1, 2) if is_torch(out) else out.transpose(0, 2, 1, 3)
+    _attnkit.sdpa_forward(qh, kh, vh, attn_mask, out_heads, causal, False, None, 0.0, 0)
+    return out.reshape(batch, seq_q, num_heads * head_dim)
+
+
+def sdpa_bidirectional_attention(q, k, v, num_heads, head_dim, mask=None):
+    """Spec section 1 on the SDPA kernel: [B, S, H*D] in and out, mask [B, S] (True = key may be attended)."""
+    return _sdpa_seed(q, k, v, num_heads, head_dim, mask, causal=False)
+
+
+def sdpa_causal_attention(q, k, v, num_heads, head_dim, mask=None):
+    """As sdpa_bidirectional_attention, with query i seeing keys j <= i."""
+    return _sdpa_seed(q, k, v, num_heads, head_dim, mask, causal=True)

@@ -1,0 +1,38 @@
+#include "tensor.h"
+
+#include <pybind11/stl.h>
+
+#include <optional>
+
+namespace attnkit_py {
+
+void init_sdpa(py::module_ &m) {
+    m.def(
+        "sdpa_forward",
+        [](py::handle query, py::handle key, py::handle value, py::handle attn_mask, py::handle out, bool is_causal,
+           bool enable_gqa, std::optional<double> scale, double dropout_p, uint64_t seed) {
+            const attn_tensor tq = describe(query, "query"), tk = describe(key, "key"), tv = describe(value, "value");
+            const attn_tensor to = describe(out, "out");
+            const bool has_mask = !attn_mask.is_none();
+            const attn_tensor tm = has_mask ? describe(attn_mask, "attn_mask") : attn_tensor{};
+            attn_sdpa_params params{};
+            params.struct_size = sizeof params;
+            params.is_causal = is_causal ? 1 : 0;
+            params.enable_gqa = enable_gqa ? 1 : 0;
+            params.has_scale = scale.has_value() ? 1 : 0;
+            params.scale = scale.value_or(0.0);
+            params.dropout_p = dropout_p;
+            params.seed = seed;
+            attn_status status;
+            {
+                py::gil_scoped_release release;
+                status = attn_sdpa_forward(&params, &tq, &tk, &tv, has_mask ? &tm : nullptr, &to);
+            }
+            raise_if_error(status);
+        },
+        py::arg("query"), py::arg("key"), py::arg("value"), py::arg("attn_mask"), py::arg("out"),
+        py::arg("is_causal"), py::arg("enable_gqa"), py::arg("scale"), py::arg("dropout_p"), py::arg("seed"),
+        "torch-semantics SDPA into preallocated out; see attn_sdpa_forward.");
+}
+
+}  // namespace attnkit_py
