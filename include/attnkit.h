@@ -131,7 +131,8 @@ attn_status attn_eager_forward(const attn_eager_params *params,
  *
  * Without enable_gqa Hq must equal Hk; with it Hk must divide Hq, and query head
  * h reads KV head h / (Hq/Hk) (K and V are never copied). is_causal is aligned
- * top-left (key j allowed iff j <= i) and excludes attn_mask. A row with no
+ * top-left (key j allowed iff j <= i); unlike torch's Python API it may be
+ * combined with attn_mask (a key must pass both). A row with no
  * allowed key gives 0. Dropout (0 <= dropout_p <= 1) is inverted dropout whose
  * pattern is a function of `seed` only: the same seed gives the same bits for
  * every thread count. */

@@ -11,7 +11,8 @@ public enum SDPAMask<E> {
 ///     query: (N..., Hq, L, E)   key: (N..., Hk, S, E)   value: (N..., Hk, S, Ev)
 ///     out:   (N..., Hq, L, Ev)  written
 ///
-/// `isCausal` is top-left aligned (key j allowed iff j <= i). Query head h reads
+/// `isCausal` is top-left aligned (key j allowed iff j <= i) and, unlike torch's
+/// Python API, may be combined with a mask (both must allow a key). Query head h reads
 /// KV head h / (Hq/Hk); K and V are read in place, never repeated. A row that a
 /// bool mask or causality masks out entirely gives 0.
 public struct ScaledDotProductAttention {
@@ -94,9 +95,6 @@ public struct ScaledDotProductAttention {
         try validateLayout("value", value: value)
         try validateLayout("out", shape: out.shape, strides: out.strides, hasData: out.base != nil)
         try validateWritable("out", shape: out.shape, strides: out.strides)
-        if mask != nil && isCausal {
-            throw AttnError.invalidArgument(argument: "attn_mask", rule: "must be None when is_causal=True (as in torch)")
-        }
         guard dropoutP >= 0 && dropoutP <= 1 else {
             throw AttnError.invalidArgument(argument: "dropout_p", rule: "must be in [0, 1], got \(dropoutP)")
         }

@@ -103,6 +103,27 @@ int main(void) {
     status = attn_eager_forward(&small, &tq, &tk, &tv, NULL, &to, NULL);
     CHECK(status == ATTN_ERR_STRUCT_SIZE, "struct_size=4 gave %s", attn_status_string(status));
 
+    /* SDPA on the same numbers as (N=1, H=1, L=2, E=1): rank 4 views of the same memory. */
+    attn_tensor sq = tq, sk = tk, sv = tv, so = to;
+    attn_tensor *views[4] = {&sq, &sk, &sv, &so};
+    for (int i = 0; i < 4; i++) {
+        attn_tensor *t = views[i];
+        t->rank = 4;
+        t->shape[0] = 1; t->shape[1] = 1; t->shape[2] = 2; t->shape[3] = 1;
+        t->strides[0] = 2; t->strides[1] = 2; t->strides[2] = 1; t->strides[3] = 1;
+    }
+    attn_sdpa_params sdpa = {sizeof(attn_sdpa_params), 0, 0, 0, 0.0, 0.0, 0};
+    status = attn_sdpa_forward(&sdpa, &sq, &sk, &sv, NULL, &so);
+    CHECK(status == ATTN_OK && fabsf(out[0] - 7.0f) < 1e-5f && fabsf(out[1] - 7.0f) < 1e-5f,
+          "sdpa out = %g %g, want 7 7 (%s)", out[0], out[1], attn_last_error());
+    sdpa.is_causal = 1;
+    status = attn_sdpa_forward(&sdpa, &sq, &sk, &sv, NULL, &so);
+    CHECK(status == ATTN_OK && fabsf(out[0] - 4.0f) < 1e-5f && fabsf(out[1] - 7.0f) < 1e-5f,
+          "causal sdpa out = %g %g, want 4 7", out[0], out[1]);
+    sdpa.dropout_p = 2.0;
+    status = attn_sdpa_forward(&sdpa, &sq, &sk, &sv, NULL, &so);
+    CHECK(status == ATTN_ERR_INVALID_ARGUMENT && strstr(attn_last_error(), "dropout_p"), "dropout_p=2: %s", attn_last_error());
+
     int32_t threads = 0;
     CHECK(attn_get_num_threads(&threads) == ATTN_OK && threads >= 1, "threads %d", threads);
     CHECK(attn_set_num_threads(0) == ATTN_ERR_INVALID_ARGUMENT, "set_num_threads(0) accepted");

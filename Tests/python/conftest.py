@@ -54,3 +54,31 @@ def eager_reference(q, k, v, num_heads, head_dim, mask=None, causal=False):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def sdpa_reference(query, key, value, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+    """torch SDPA semantics (spec section 2) in fp64, written out: top-left causal,
+    bool masks exclude, float masks add, GQA by head groups, fully masked rows give 0."""
+    q, k, v = (torch.as_tensor(x).double() for x in (query, key, value))
+    if q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
+        group = q.shape[-3] // k.shape[-3]
+        k = k.repeat_interleave(group, dim=-3)
+        v = v.repeat_interleave(group, dim=-3)
+    seq_q, seq_k = q.shape[-2], k.shape[-2]
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ k.transpose(-1, -2)) * scale
+    allowed = torch.ones(seq_q, seq_k, dtype=torch.bool)
+    if is_causal:
+        allowed = allowed.tril()
+    allowed = allowed.expand(scores.shape)
+    if attn_mask is not None:
+        mask = torch.as_tensor(attn_mask)
+        if mask.dtype == torch.bool:
+            allowed = allowed & mask.expand(scores.shape)
+        else:
+            scores = scores + mask.double()
+    scores = scores.masked_fill(~allowed, -math.inf)
+    any_allowed = (scores > -math.inf).any(-1, keepdim=True)
+    weights = torch.softmax(scores, dim=-1)
+    weights = torch.where(any_allowed, weights, torch.zeros((), dtype=torch.float64))
+    return weights @ v

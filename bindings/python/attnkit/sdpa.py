@@ -24,6 +24,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise TypeError(f"dropout_p must be a float, got {type(dropout_p).__name__}")
     if scale is not None and (not isinstance(scale, numbers.Real) or isinstance(scale, bool)):
         raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+    if attn_mask is not None and is_causal:
+        # torch's rule; the C ABI itself accepts both (the seed wrappers use that).
+        raise ValueError("attn_mask must be None when is_causal=True (as in torch)")
     if query.ndim < 2 or value.ndim < 1:
         raise ValueError(f"query must have at least 2 dims (..., L, E), got {query.ndim}")
     out = empty_like_kind(query, tuple(query.shape[:-1]) + (value.shape[-1],))
