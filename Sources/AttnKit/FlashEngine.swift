@@ -17,7 +17,7 @@ import Glibc
 enum FlashEngine {
     static let rowsPerTask = 64
     static let chunks = 4          // rowsPerTask / 16
-    static let keysPerTile = 64
+    static let keysPerTile = 128
 
     /// Runs every unit, parallel over (unit, query block). Results do not
     /// depend on the thread count: each task owns its rows.
