@@ -151,6 +151,51 @@ attn_status attn_sdpa_forward(const attn_sdpa_params *params,
                               const attn_tensor *value, const attn_tensor *attn_mask,
                               const attn_tensor *out);
 
+/* ---- Flash attention (flash-attn 2.8 semantics) ----
+ * Tiled online softmax; the score matrix is never materialized.
+ *
+ * Causal is aligned bottom-right per sequence: key j is allowed for query i iff
+ * j <= i + Sk - Sq. The window allows i + Sk - Sq - window_left <= j <=
+ * i + Sk - Sq + window_right, -1 meaning unbounded on that side; causal forces
+ * window_right = 0. softcap > 0 applies softcap*tanh(s/softcap) to the scaled
+ * scores, then ALiBi adds -slope*|i + Sk - Sq - j|. A row with no allowed key
+ * gives out 0 and lse +inf. Hk must divide Hq; query head h reads KV head
+ * h / (Hq/Hk). The result is the same bits on every run and thread count. */
+typedef struct attn_flash_params {
+    uint32_t struct_size;  /* sizeof(attn_flash_params) */
+    int32_t causal;        /* 0 or 1 */
+    int32_t has_scale;     /* 0: softmax_scale = 1/sqrt(D) */
+    int32_t reserved;      /* 0 */
+    double softmax_scale;
+    int64_t window_left;   /* -1 = unbounded */
+    int64_t window_right;  /* -1 = unbounded */
+    double softcap;        /* 0 = off */
+    double dropout_p;      /* 0 <= p <= 1 */
+    uint64_t seed;         /* dropout pattern; same seed, same bits */
+    int64_t max_seqlen_q;  /* varlen: no sequence may be longer; ignored by attn_flash_forward */
+    int64_t max_seqlen_k;
+} attn_flash_params;
+
+/* Packed variable-length batch.
+ *   q: (total_q, Hq, D)  k: (total_k, Hk, D)  v: (total_k, Hk, Dv)   f32 or f64
+ *   cu_seqlens_q, cu_seqlens_k: (B+1,) i32 or i64, starting at 0, non-decreasing,
+ *     ending at total_q / total_k; sequence b is rows cu[b] .. cu[b+1]-1
+ *   alibi_slopes: (Hq,) or (B, Hq) f32, or NULL
+ *   out: (total_q, Hq, Dv) written;  softmax_lse: (Hq, total_q) f32 written, or NULL */
+attn_status attn_flash_varlen_forward(const attn_flash_params *params,
+                                      const attn_tensor *q, const attn_tensor *k, const attn_tensor *v,
+                                      const attn_tensor *cu_seqlens_q, const attn_tensor *cu_seqlens_k,
+                                      const attn_tensor *alibi_slopes,
+                                      const attn_tensor *out, const attn_tensor *softmax_lse);
+
+/* Fixed-length batch.
+ *   q: (B, Sq, Hq, D)  k: (B, Sk, Hk, D)  v: (B, Sk, Hk, Dv)  out: (B, Sq, Hq, Dv)
+ *   softmax_lse: (B, Hq, Sq) f32 written, or NULL;  alibi_slopes as above. */
+attn_status attn_flash_forward(const attn_flash_params *params,
+                               const attn_tensor *q, const attn_tensor *k, const attn_tensor *v,
+                               const attn_tensor *alibi_slopes,
+                               const attn_tensor *out, const attn_tensor *softmax_lse);
+
 #ifdef __cplusplus
 }
 #endif

@@ -82,3 +82,42 @@ def sdpa_reference(query, key, value, attn_mask=None, is_causal=False, scale=Non
     weights = torch.softmax(scores, dim=-1)
     weights = torch.where(any_allowed, weights, torch.zeros((), dtype=torch.float64))
     return weights @ v
+
+
+def flash_reference(q, k, v, causal=False, window=(-1, -1), softcap=0.0, slopes=None, scale=None):
+    """flash-attn's attention_ref for one sequence, in fp64: bottom-right causal, local
+    window, softcap before ALiBi, GQA by head groups. q [Sq, Hq, D], k [Sk, Hk, D],
+    v [Sk, Hk, Dv], slopes [Hq] or None. Returns (out [Sq, Hq, Dv], lse [Hq, Sq]);
+    rows with no allowed key give out 0 and lse +inf."""
+    q, k, v = (torch.as_tensor(x).double() for x in (q, k, v))
+    seq_q, heads_q, dim = q.shape
+    seq_k, heads_k = k.shape[0], k.shape[1]
+    group = heads_q // heads_k
+    k = k.repeat_interleave(group, dim=1)
+    v = v.repeat_interleave(group, dim=1)
+    scale = 1 / math.sqrt(dim) if scale is None else scale
+    scores = torch.einsum("qhd,khd->hqk", q, k) * scale
+    if softcap > 0:
+        scores = softcap * torch.tanh(scores / softcap)
+    rows = torch.arange(seq_q)[:, None]
+    cols = torch.arange(seq_k)[None, :]
+    diagonal = rows + seq_k - seq_q
+    if slopes is not None:
+        slopes = torch.as_tensor(slopes).double()
+        scores = scores - slopes[:, None, None] * (diagonal - cols).abs()[None]
+    left, right = window
+    if causal:
+        right = 0
+    allowed = torch.ones(seq_q, seq_k, dtype=torch.bool)
+    if left >= 0:
+        allowed &= cols >= diagonal - left
+    if right >= 0:
+        allowed &= cols <= diagonal + right
+    scores = scores.masked_fill(~allowed[None], -math.inf)
+    lse = torch.logsumexp(scores, dim=-1)
+    empty = ~allowed.any(-1)
+    weights = torch.softmax(scores, dim=-1)
+    weights = torch.where(empty[None, :, None], torch.zeros((), dtype=torch.float64), weights)
+    lse = torch.where(empty[None], torch.full((), math.inf, dtype=torch.float64), lse)
+    out = torch.einsum("hqk,khd->qhd", weights, v)
+    return out, lse

@@ -5,6 +5,7 @@ numpy arrays in give numpy arrays out; torch CPU tensors in give torch tensors o
 from . import _attnkit
 from ._random import manual_seed
 from .eager import eager_bidirectional_attention, eager_causal_attention
+from .flash import flash_attn_func, flash_attn_varlen_func, flash_bidirectional_attention, flash_causal_attention
 from .sdpa import scaled_dot_product_attention, sdpa_bidirectional_attention, sdpa_causal_attention
 
 
@@ -29,6 +30,10 @@ __all__ = [
     "__version__",
     "eager_bidirectional_attention",
     "eager_causal_attention",
+    "flash_attn_func",
+    "flash_attn_varlen_func",
+    "flash_bidirectional_attention",
+    "flash_causal_attention",
     "get_num_threads",
     "manual_seed",
     "scaled_dot_product_attention",

@@ -6,4 +6,5 @@ PYBIND11_MODULE(_attnkit, m) {
     attnkit_py::init_core(m);
     attnkit_py::init_eager(m);
     attnkit_py::init_sdpa(m);
+    attnkit_py::init_flash(m);
 }

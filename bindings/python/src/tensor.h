@@ -21,5 +21,6 @@ void raise_if_error(attn_status status);
 void init_core(py::module_ &m);
 void init_eager(py::module_ &m);
 void init_sdpa(py::module_ &m);
+void init_flash(py::module_ &m);
 
 }  // namespace attnkit_py

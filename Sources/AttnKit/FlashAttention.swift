@@ -1,0 +1,233 @@
+/// flash-attn 2.8's forward on the CPU (spec section 3), for packed varlen
+/// batches and for fixed-length batches.
+///
+///     varlen:  q (total_q, Hq, D)  k (total_k, Hk, D)  v (total_k, Hk, Dv)  out (total_q, Hq, Dv)
+///              lse (Hq, total_q)
+///     batched: q (B, Sq, Hq, D)    k (B, Sk, Hk, D)    v (B, Sk, Hk, Dv)    out (B, Sq, Hq, Dv)
+///              lse (B, Hq, Sq)
+///
+/// Causal masking is bottom-right: key j is allowed for query i iff
+/// j <= i + Sk − Sq, per sequence. The window (left, right) allows
+/// i + Sk − Sq − left <= j <= i + Sk − Sq + right, −1 meaning unbounded;
+/// causal forces right = 0. Softcap, then ALiBi (−slope·|i + Sk − Sq − j|),
+/// then the masks. A row with no allowed key gives out 0 and lse +inf.
+public struct FlashAttention {
+    public var causal: Bool
+    /// nil: 1/sqrt(D).
+    public var softmaxScale: Double?
+    public var windowLeft: Int
+    public var windowRight: Int
+    public var softcap: Double
+    public var dropoutP: Double
+    public var seed: UInt64
+
+    public init(causal: Bool = false, softmaxScale: Double? = nil, windowLeft: Int = -1, windowRight: Int = -1,
+                softcap: Double = 0, dropoutP: Double = 0, seed: UInt64 = 0) {
+        self.causal = causal; self.softmaxScale = softmaxScale
+        self.windowLeft = windowLeft; self.windowRight = windowRight
+        self.softcap = softcap; self.dropoutP = dropoutP; self.seed = seed
+    }
+
+    /// ALiBi slopes: fp32, (H,) or (B, H).
+    public typealias Slopes = StridedTensor<Float>
+
+    public func varlen<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
+                                       cuSeqlensQ: [Int], cuSeqlensK: [Int], maxSeqlenQ: Int, maxSeqlenK: Int,
+                                       alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>,
+                                       lse: MutableStridedTensor<Float>? = nil,
+                                       threads: Int = ThreadSettings.numThreads, useReference: Bool = false) throws {
+        let layout = "(total, heads, head_dim)"
+        try requireRank("q", q.shape, 3, layout)
+        try requireRank("k", k.shape, 3, layout)
+        try requireRank("v", v.shape, 3, layout)
+        try requireRank("out", out.shape, 3, layout)
+        guard maxSeqlenQ >= 0, maxSeqlenK >= 0 else {
+            throw AttnError.invalidArgument(argument: "max_seqlen", rule: "must be >= 0, got \(min(maxSeqlenQ, maxSeqlenK))")
+        }
+        let sequencesQ = try SequenceOffsets("cu_seqlens_q", values: cuSeqlensQ, total: q.shape[0],
+                                             maxLength: maxSeqlenQ, maxName: "max_seqlen_q")
+        let sequencesK = try SequenceOffsets("cu_seqlens_k", values: cuSeqlensK, total: k.shape[0],
+                                             maxLength: maxSeqlenK, maxName: "max_seqlen_k")
+        guard sequencesQ.count == sequencesK.count else {
+            throw AttnError.shape(argument: "cu_seqlens_k",
+                                  rule: "must have as many entries as cu_seqlens_q (\(cuSeqlensQ.count)), got \(cuSeqlensK.count)")
+        }
+        try requireExtent("v", v.shape, axis: 0, equals: k.shape[0], "k.shape[0]")
+        let geometry = try Geometry(q: q, k: k, v: v, out: out, sequenceAxis: 0, headAxis: 1, dimAxis: 2)
+        if let lse {
+            try requireRank("softmax_lse", lse.shape, 2, "(heads, total_q)")
+            try requireExtent("softmax_lse", lse.shape, axis: 0, equals: geometry.queryHeads, "q.shape[1]")
+            try requireExtent("softmax_lse", lse.shape, axis: 1, equals: q.shape[0], "q.shape[0]")
+            try validateLayout("softmax_lse", shape: lse.shape, strides: lse.strides, hasData: lse.base != nil)
+            try validateWritable("softmax_lse", shape: lse.shape, strides: lse.strides)
+        }
+        let slopes = try SlopeTable(alibiSlopes, batch: sequencesQ.count, heads: geometry.queryHeads)
+        var units: [AttentionUnit<E>] = []
+        units.reserveCapacity(sequencesQ.count * geometry.queryHeads)
+        for sequence in 0..<sequencesQ.count {
+            let rowStart = sequencesQ.start(sequence), keyStart = sequencesK.start(sequence)
+            let queries = sequencesQ.length(sequence), keys = sequencesK.length(sequence)
+            for head in 0..<geometry.queryHeads {
+                units.append(geometry.unit(q: q, k: k, v: v, out: out, batchOffset: (rowStart, keyStart, rowStart),
+                                           head: head, queries: queries, keys: keys,
+                                           lse: lse.map { ($0.base! + (head * $0.strides[0] + rowStart * $0.strides[1]), $0.strides[1]) },
+                                           slope: slopes[sequence, head], stream: UInt64(units.count)))
+            }
+        }
+        try execute(units: units, geometry: geometry, threads: threads, useReference: useReference)
+    }
+
+    public func batched<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
+                                        alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>,
+                                        lse: MutableStridedTensor<Float>? = nil,
+                                        threads: Int = ThreadSettings.numThreads, useReference: Bool = false) throws {
+        let layout = "(batch, seq, heads, head_dim)"
+        try requireRank("q", q.shape, 4, layout)
+        try requireRank("k", k.shape, 4, layout)
+        try requireRank("v", v.shape, 4, layout)
+        try requireRank("out", out.shape, 4, layout)
+        let batch = q.shape[0], seqQ = q.shape[1], seqK = k.shape[1]
+        try requireExtent("k", k.shape, axis: 0, equals: batch, "q.shape[0]")
+        try requireExtent("v", v.shape, axis: 0, equals: batch, "q.shape[0]")
+        try requireExtent("v", v.shape, axis: 1, equals: seqK, "k.shape[1]")
+        let geometry = try Geometry(q: q, k: k, v: v, out: out, sequenceAxis: 1, headAxis: 2, dimAxis: 3)
+        if let lse {
+            try requireRank("softmax_lse", lse.shape, 3, "(batch, heads, seq_q)")
+            for (axis, expected, why) in [(0, batch, "q.shape[0]"), (1, geometry.queryHeads, "q.shape[2]"), (2, seqQ, "q.shape[1]")] {
+                try requireExtent("softmax_lse", lse.shape, axis: axis, equals: expected, why)
+            }
+            try validateLayout("softmax_lse", shape: lse.shape, strides: lse.strides, hasData: lse.base != nil)
+            try validateWritable("softmax_lse", shape: lse.shape, strides: lse.strides)
+        }
+        let slopes = try SlopeTable(alibiSlopes, batch: batch, heads: geometry.queryHeads)
+        var units: [AttentionUnit<E>] = []
+        units.reserveCapacity(batch * geometry.queryHeads)
+        for b in 0..<batch {
+            for head in 0..<geometry.queryHeads {
+                units.append(geometry.unit(q: q, k: k, v: v, out: out, batchOffset: (0, 0, 0), batchIndex: b,
+                                           head: head, queries: seqQ, keys: seqK,
+                                           lse: lse.map { ($0.base! + (b * $0.strides[0] + head * $0.strides[1]), $0.strides[2]) },
+                                           slope: slopes[b, head], stream: UInt64(units.count)))
+            }
+        }
+        try execute(units: units, geometry: geometry, threads: threads, useReference: useReference)
+    }
+
+    func execute<E: AttnStorage>(units: [AttentionUnit<E>], geometry: Geometry, threads: Int, useReference: Bool) throws {
+        guard dropoutP >= 0 && dropoutP <= 1 else {
+            throw AttnError.invalidArgument(argument: "dropout_p", rule: "must be in [0, 1], got \(dropoutP)")
+        }
+        guard softcap >= 0 && softcap.isFinite else {
+            throw AttnError.invalidArgument(argument: "softcap", rule: "must be finite and >= 0, got \(softcap)")
+        }
+        guard windowLeft >= -1, windowRight >= -1 else {
+            throw AttnError.invalidArgument(argument: "window_size", rule: "entries must be >= -1, got (\(windowLeft), \(windowRight))")
+        }
+        let scale = softmaxScale ?? 1 / Double(geometry.headDim).squareRoot()
+        guard scale.isFinite else { throw AttnError.invalidArgument(argument: "softmax_scale", rule: "must be finite, got \(scale)") }
+        var options = AttentionOptions(headDim: geometry.headDim, valueDim: geometry.valueDim, scale: Float(scale))
+        options.softcap = Float(softcap)
+        options.windowLeft = windowLeft
+        options.windowRight = causal ? 0 : windowRight
+        options.dropoutP = Float(dropoutP)
+        options.seed = seed
+        options.emptyRowLSE = .infinity
+        if useReference || E.self == Double.self {
+            try AttentionReference.run(units: units, options: options, threads: useReference ? 1 : threads)
+        } else {
+            try FlashEngine.run(units: units, options: options, threads: threads)
+        }
+    }
+
+    /// Head counts, dims and strides shared by the varlen and batched layouts.
+    struct Geometry {
+        let queryHeads, keyHeads, headDim, valueDim: Int
+        let sequenceAxis, headAxis, dimAxis: Int
+
+        init<E>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>, out: MutableStridedTensor<E>,
+                sequenceAxis: Int, headAxis: Int, dimAxis: Int) throws {
+            queryHeads = q.shape[headAxis]; keyHeads = k.shape[headAxis]
+            headDim = q.shape[dimAxis]; valueDim = v.shape[dimAxis]
+            self.sequenceAxis = sequenceAxis; self.headAxis = headAxis; self.dimAxis = dimAxis
+            try requireExtent("k", k.shape, axis: dimAxis, equals: headDim, "q.shape[\(dimAxis)]")
+            try requireExtent("v", v.shape, axis: headAxis, equals: keyHeads, "k.shape[\(headAxis)]")
+            guard keyHeads >= 1, queryHeads % keyHeads == 0 else {
+                throw AttnError.shape(argument: "k.shape[\(headAxis)]",
+                                      rule: "must divide the query heads (\(queryHeads)), got \(keyHeads)")
+            }
+            guard headDim >= 1 else { throw AttnError.shape(argument: "q.shape[\(dimAxis)]", rule: "must be >= 1, got 0") }
+            for axis in 0..<q.rank {
+                try requireExtent("out", out.shape, axis: axis, equals: axis == dimAxis ? valueDim : q.shape[axis],
+                                  axis == dimAxis ? "v.shape[\(dimAxis)]" : "q.shape[\(axis)]")
+            }
+            guard q.shape[sequenceAxis] < Int(Int32.max) / 2, k.shape[sequenceAxis] < Int(Int32.max) / 2 else {
+                throw AttnError.invalidArgument(argument: "q", rule: "sequence lengths must be below 2^30")
+            }
+            try validateLayout("q", shape: q.shape, strides: q.strides, hasData: q.base != nil)
+            try validateLayout("k", shape: k.shape, strides: k.strides, hasData: k.base != nil)
+            try validateLayout("v", shape: v.shape, strides: v.strides, hasData: v.base != nil)
+            try validateLayout("out", shape: out.shape, strides: out.strides, hasData: out.base != nil)
+            try validateWritable("out", shape: out.shape, strides: out.strides)
+        }
+
+        /// The unit for (batchIndex, head): rows start at `batchOffset` (q, k, out rows,
+        /// varlen) or at `batchIndex` along axis 0 (batched).
+        func unit<E>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>, out: MutableStridedTensor<E>,
+                     batchOffset: (q: Int, k: Int, out: Int), batchIndex: Int = 0, head: Int, queries: Int, keys: Int,
+                     lse: (UnsafeMutablePointer<Float>, Int)?, slope: Float, stream: UInt64) -> AttentionUnit<E> {
+            let kvHead = head / (queryHeads / keyHeads)
+            let s = sequenceAxis, h = headAxis, d = dimAxis
+            func base<T>(_ pointer: UnsafePointer<T>?, _ strides: [Int], row: Int, head: Int) -> UnsafePointer<T>? {
+                let batchTerm = sequenceAxis == 1 ? batchIndex * strides[0] : 0
+                return pointer.map { $0 + (batchTerm + row * strides[s] + head * strides[h]) }
+            }
+            // Empty tensors may have no data pointer; such a unit never reads them.
+            let fallback = UnsafePointer<E>(bitPattern: 64)!
+            let outBatch = sequenceAxis == 1 ? batchIndex * out.strides[0] : 0
+            return AttentionUnit(
+                q: Strided2D(base: base(q.base, q.strides, row: batchOffset.q, head: head) ?? fallback,
+                             rowStride: q.strides[s], colStride: q.strides[d]),
+                k: Strided2D(base: base(k.base, k.strides, row: batchOffset.k, head: kvHead) ?? fallback,
+                             rowStride: k.strides[s], colStride: k.strides[d]),
+                v: Strided2D(base: base(v.base, v.strides, row: batchOffset.k, head: kvHead) ?? fallback,
+                             rowStride: v.strides[s], colStride: v.strides[d]),
+                out: MutableStrided2D(base: out.base.map { $0 + (outBatch + batchOffset.out * out.strides[s] + head * out.strides[h]) }
+                                        ?? UnsafeMutablePointer(mutating: fallback),
+                                      rowStride: out.strides[s], colStride: out.strides[d]),
+                lse: lse?.0, lseStride: lse?.1 ?? 0, queries: queries, keys: keys, mask: .none,
+                alibiSlope: slope, diagonal: keys - queries, dropoutStream: stream)
+        }
+    }
+
+    /// ALiBi slopes per (sequence, head), from (H,) or (B, H) fp32.
+    struct SlopeTable {
+        let values: [Float]
+        let heads: Int
+        let perBatch: Bool
+
+        init(_ slopes: Slopes?, batch: Int, heads: Int) throws {
+            self.heads = heads
+            guard let slopes else { values = []; perBatch = false; return }
+            try validateLayout("alibi_slopes", shape: slopes.shape, strides: slopes.strides, hasData: slopes.base != nil)
+            if slopes.rank == 1 {
+                try requireExtent("alibi_slopes", slopes.shape, axis: 0, equals: heads, "the number of query heads")
+                values = (0..<heads).map { slopes.base![$0 * slopes.strides[0]] }
+                perBatch = false
+            } else if slopes.rank == 2 {
+                try requireExtent("alibi_slopes", slopes.shape, axis: 0, equals: batch, "the batch size")
+                try requireExtent("alibi_slopes", slopes.shape, axis: 1, equals: heads, "the number of query heads")
+                values = (0..<(batch * heads)).map { slopes.base![($0 / heads) * slopes.strides[0] + ($0 % heads) * slopes.strides[1]] }
+                perBatch = true
+            } else {
+                throw AttnError.shape(argument: "alibi_slopes", rule: "must have shape (heads,) or (batch, heads), got rank \(slopes.rank)")
+            }
+            for (index, slope) in values.enumerated() where !slope.isFinite {
+                throw AttnError.invalidArgument(argument: "alibi_slopes", rule: "must be finite (entry \(index) is \(slope))")
+            }
+        }
+
+        subscript(sequence: Int, head: Int) -> Float {
+            values.isEmpty ? 0 : values[perBatch ? sequence * heads + head : head]
+        }
+    }
+}

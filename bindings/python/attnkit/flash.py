@@ -1,0 +1,113 @@
+"""flash-attn 2.8's API on the CPU (spec section 3), and the seed wrappers
+flash_bidirectional_attention / flash_causal_attention (spec section 1)."""
+import numbers
+
+import numpy as np
+
+from . import _attnkit
+from ._arrays import check_int, check_tensor, empty_like_kind, is_torch
+from ._random import next_seed
+
+
+def _window(window_size):
+    try:
+        left, right = window_size
+    except (TypeError, ValueError):
+        raise TypeError(f"window_size must be a pair (left, right), got {window_size!r}") from None
+    return check_int("window_size[0]", left, minimum=-1), check_int("window_size[1]", right, minimum=-1)
+
+
+def _scalar(name, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    return float(value)
+
+
+def _index_tensor(name, value):
+    """cu_seqlens as given (tensor or array, int32 or int64), or a list turned into an int64 array."""
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value, dtype=np.int64)
+    return check_tensor(name, value)
+
+
+def _lse_like(q, shape):
+    if is_torch(q):
+        import torch
+
+        return torch.empty(shape, dtype=torch.float32)
+    return np.empty(shape, dtype=np.float32)
+
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                           softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                           deterministic=False, return_attn_probs=False):
+    """q (total_q, Hq, D), k (total_k, Hk, D), v (total_k, Hk, Dv) -> out (total_q, Hq, Dv).
+
+    With return_attn_probs=True returns (out, softmax_lse (Hq, total_q) fp32, None). The forward
+    pass is deterministic whatever `deterministic` says.
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, x)
+    cu_q, cu_k = _index_tensor("cu_seqlens_q", cu_seqlens_q), _index_tensor("cu_seqlens_k", cu_seqlens_k)
+    max_seqlen_q, max_seqlen_k = check_int("max_seqlen_q", max_seqlen_q, 0), check_int("max_seqlen_k", max_seqlen_k, 0)
+    left, right = _window(window_size)
+    if alibi_slopes is not None:
+        check_tensor("alibi_slopes", alibi_slopes)
+    if q.ndim != 3 or v.ndim != 3:
+        raise ValueError(f"q and v must have rank 3 (total, heads, head_dim), got {q.ndim} and {v.ndim}")
+    out = empty_like_kind(q, (q.shape[0], q.shape[1], v.shape[2]))
+    lse = _lse_like(q, (q.shape[1], q.shape[0])) if return_attn_probs else None
+    dropout_p = _scalar("dropout_p", dropout_p)
+    _attnkit.flash_varlen_forward(q, k, v, cu_q, cu_k, max_seqlen_q, max_seqlen_k, alibi_slopes, out, lse,
+                                  bool(causal), _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
+                                  _scalar("softcap", softcap), dropout_p, next_seed() if dropout_p > 0 else 0)
+    return (out, lse, None) if return_attn_probs else out
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                    alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """q (B, Sq, Hq, D), k (B, Sk, Hk, D), v (B, Sk, Hk, Dv) -> out (B, Sq, Hq, Dv).
+
+    With return_attn_probs=True returns (out, softmax_lse (B, Hq, Sq) fp32, None).
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, x)
+    left, right = _window(window_size)
+    if alibi_slopes is not None:
+        check_tensor("alibi_slopes", alibi_slopes)
+    if q.ndim != 4 or v.ndim != 4:
+        raise ValueError(f"q and v must have rank 4 (batch, seq, heads, head_dim), got {q.ndim} and {v.ndim}")
+    out = empty_like_kind(q, (q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
+    lse = _lse_like(q, (q.shape[0], q.shape[2], q.shape[1])) if return_attn_probs else None
+    dropout_p = _scalar("dropout_p", dropout_p)
+    _attnkit.flash_forward(q, k, v, alibi_slopes, out, lse, bool(causal),
+                           _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
+                           _scalar("softcap", softcap), dropout_p, next_seed() if dropout_p > 0 else 0)
+    return (out, lse, None) if return_attn_probs else out
+
+
+def _flash_seed(q, k, v, num_heads, head_dim, cu_seqlens, max_seqlen, causal):
+    num_heads = check_int("num_heads", num_heads, minimum=1)
+    head_dim = check_int("head_dim", head_dim, minimum=1)
+    views = []
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, x)
+        if x.ndim != 2:
+            raise ValueError(f"{name} must have rank 2 [total, num_heads*head_dim], got rank {x.ndim}")
+        if x.shape[1] != num_heads * head_dim:
+            raise ValueError(f"{name}.shape[1] must equal num_heads*head_dim ({num_heads}*{head_dim}), got {x.shape[1]}")
+        views.append(x.reshape(x.shape[0], num_heads, head_dim))
+    out = flash_attn_varlen_func(*views, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=causal)
+    return out.reshape(out.shape[0], num_heads * head_dim)
+
+
+def flash_bidirectional_attention(q, k, v, num_heads, head_dim, cu_seqlens, max_seqlen):
+    """Spec section 1 on the varlen flash kernel: q, k, v [total, H*D]; tokens attend within their sequence."""
+    return _flash_seed(q, k, v, num_heads, head_dim, cu_seqlens, max_seqlen, causal=False)
+
+
+def flash_causal_attention(q, k, v, num_heads, head_dim, cu_seqlens, max_seqlen):
+    """As flash_bidirectional_attention, with token i of a sequence seeing its tokens j <= i."""
+    return _flash_seed(q, k, v, num_heads, head_dim, cu_seqlens, max_seqlen, causal=True)

@@ -1,0 +1,78 @@
+#include "tensor.h"
+
+#include <pybind11/stl.h>
+
+#include <optional>
+
+namespace attnkit_py {
+
+namespace {
+
+attn_flash_params make_params(bool causal, std::optional<double> softmax_scale, int64_t window_left,
+                               int64_t window_right, double softcap, double dropout_p, uint64_t seed,
+                               int64_t max_seqlen_q, int64_t max_seqlen_k) {
+    attn_flash_params params{};
+    params.struct_size = sizeof params;
+    params.causal = causal ? 1 : 0;
+    params.has_scale = softmax_scale.has_value() ? 1 : 0;
+    params.softmax_scale = softmax_scale.value_or(0.0);
+    params.window_left = window_left;
+    params.window_right = window_right;
+    params.softcap = softcap;
+    params.dropout_p = dropout_p;
+    params.seed = seed;
+    params.max_seqlen_q = max_seqlen_q;
+    params.max_seqlen_k = max_seqlen_k;
+    return params;
+}
+
+}  // namespace
+
+void init_flash(py::module_ &m) {
+    m.def(
+        "flash_varlen_forward",
+        [](py::handle q, py::handle k, py::handle v, py::handle cu_seqlens_q, py::handle cu_seqlens_k,
+           int64_t max_seqlen_q, int64_t max_seqlen_k, py::handle alibi_slopes, py::handle out, py::handle lse,
+           bool causal, std::optional<double> softmax_scale, int64_t window_left, int64_t window_right,
+           double softcap, double dropout_p, uint64_t seed) {
+            const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
+            const attn_tensor tcq = describe(cu_seqlens_q, "cu_seqlens_q"), tck = describe(cu_seqlens_k, "cu_seqlens_k");
+            const attn_tensor to = describe(out, "out");
+            const bool has_slopes = !alibi_slopes.is_none(), has_lse = !lse.is_none();
+            const attn_tensor ts = has_slopes ? describe(alibi_slopes, "alibi_slopes") : attn_tensor{};
+            const attn_tensor tl = has_lse ? describe(lse, "softmax_lse") : attn_tensor{};
+            const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
+                                                         dropout_p, seed, max_seqlen_q, max_seqlen_k);
+            attn_status status;
+            {
+                py::gil_scoped_release release;
+                status = attn_flash_varlen_forward(&params, &tq, &tk, &tv, &tcq, &tck, has_slopes ? &ts : nullptr,
+                                                   &to, has_lse ? &tl : nullptr);
+            }
+            raise_if_error(status);
+        },
+        "flash-attn varlen forward into preallocated out (and lse); see attn_flash_varlen_forward.");
+    m.def(
+        "flash_forward",
+        [](py::handle q, py::handle k, py::handle v, py::handle alibi_slopes, py::handle out, py::handle lse,
+           bool causal, std::optional<double> softmax_scale, int64_t window_left, int64_t window_right,
+           double softcap, double dropout_p, uint64_t seed) {
+            const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
+            const attn_tensor to = describe(out, "out");
+            const bool has_slopes = !alibi_slopes.is_none(), has_lse = !lse.is_none();
+            const attn_tensor ts = has_slopes ? describe(alibi_slopes, "alibi_slopes") : attn_tensor{};
+            const attn_tensor tl = has_lse ? describe(lse, "softmax_lse") : attn_tensor{};
+            const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
+                                                         dropout_p, seed, 0, 0);
+            attn_status status;
+            {
+                py::gil_scoped_release release;
+                status = attn_flash_forward(&params, &tq, &tk, &tv, has_slopes ? &ts : nullptr, &to,
+                                            has_lse ? &tl : nullptr);
+            }
+            raise_if_error(status);
+        },
+        "flash-attn fixed-length forward into preallocated out (and lse); see attn_flash_forward.");
+}
+
+}  // namespace attnkit_py
