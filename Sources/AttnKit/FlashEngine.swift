@@ -24,14 +24,21 @@ enum FlashEngine {
     /// Specialized per storage type: callers in other modules reach it generically.
     @_specialize(where E == Float)
     static func run<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
-        var tasks: [(unit: Int32, block: Int32)] = []
+        // Tasks are (unit, block of 64 query rows), largest first, so that one
+        // long sequence among short ones is spread over every worker and no
+        // worker is left with a long task at the end. The order only changes
+        // who computes a block, never its result.
+        var tasks: [(unit: Int32, block: Int32, cost: Int)] = []
         for (index, unit) in units.enumerated() where unit.queries > 0 {
             let blocks = (unit.queries + rowsPerTask - 1) / rowsPerTask
-            // Later query blocks see more keys under causal masks: start those first.
-            for block in stride(from: blocks - 1, through: 0, by: -1) {
-                tasks.append((Int32(index), Int32(block)))
+            for block in 0..<blocks {
+                let rowStart = block * rowsPerTask, rowEnd = Swift.min(unit.queries, rowStart + rowsPerTask)
+                let first = options.keyRange(row: rowStart, diagonal: unit.diagonal, keys: unit.keys)
+                let last = options.keyRange(row: rowEnd - 1, diagonal: unit.diagonal, keys: unit.keys)
+                tasks.append((Int32(index), Int32(block), Swift.max(0, last.hi + 1 - first.lo) + 1))
             }
         }
+        tasks.sort { $0.cost != $1.cost ? $0.cost > $1.cost : ($0.unit, $0.block) < ($1.unit, $1.block) }
         if tasks.isEmpty { return }
         let workers = Swift.max(1, Swift.min(threads, tasks.count))
         let paddedDim = (options.headDim + 15) & ~15
@@ -43,11 +50,16 @@ enum FlashEngine {
         defer { outTiles.deallocate() }
         let stateTiles = try PerWorker<Float>(workers: workers, count: 3 * rowsPerTask)
         defer { stateTiles.deallocate() }
+        let keyTiles = try PerWorker<Float>(workers: workers, count: try checkedProduct(keysPerTile, options.headDim, what: "k"))
+        defer { keyTiles.deallocate() }
+        let valueTiles = try PerWorker<Float>(workers: workers, count: try checkedProduct(keysPerTile, Swift.max(options.valueDim, 1), what: "v"))
+        defer { valueTiles.deallocate() }
         tasks.withUnsafeBufferPointer { taskList in
             units.withUnsafeBufferPointer { unitList in
                 parallelFor(count: taskList.count, threads: workers) { task, worker in
-                    let (unit, block) = taskList[task]
+                    let (unit, block, _) = taskList[task]
                     let scratch = TileScratch(queryT: queryTiles[worker], scoresT: scoreTiles[worker], outT: outTiles[worker],
+                                              keys: keyTiles[worker], values: valueTiles[worker],
                                               states: RowStates(base: stateTiles[worker]))
                     runTask(unitList[Int(unit)], rowStart: Int(block) * rowsPerTask, options: options, scratch: scratch)
                 }
@@ -59,6 +71,8 @@ enum FlashEngine {
         let queryT: UnsafeMutablePointer<Float>   // [paddedDim][64], scaled by options.scale
         let scoresT: UnsafeMutablePointer<Float>  // [keysPerTile][64]: scores, then probabilities
         let outT: UnsafeMutablePointer<Float>     // [valueDim][64]: the unnormalized output
+        let keys: UnsafeMutablePointer<Float>     // [keysPerTile][headDim]: this tile's K rows, in fp32
+        let values: UnsafeMutablePointer<Float>   // [keysPerTile][valueDim]: this tile's V rows, in fp32
         let states: RowStates
     }
 
@@ -100,8 +114,12 @@ enum FlashEngine {
         var tileStart = keyStart
         while tileStart < keyStop {
             let tileKeys = Swift.min(keysPerTile, keyStop - tileStart)
-            scoreTile(queryT: scratch.queryT, dim: paddedDim, realDim: dim, k: unit.k, keyStart: tileStart,
-                      keys: tileKeys, into: scratch.scoresT)
+            // K and V rows are copied into contiguous fp32 tiles: whatever the input's
+            // strides and dtype, the inner loops then read L1-resident, unit-stride rows
+            // (a (B, S, H, D) layout would otherwise touch one page per key).
+            let keyRows = packRows(unit.k, start: tileStart, count: tileKeys, width: dim, into: scratch.keys)
+            let valueRows = packRows(unit.v, start: tileStart, count: tileKeys, width: valueDim, into: scratch.values)
+            scoreTile(queryT: scratch.queryT, realDim: dim, keys: keyRows, keyCount: tileKeys, into: scratch.scoresT)
             transformScores(unit, options: options, rowStart: rowStart, rows: rows, tileStart: tileStart,
                             tileKeys: tileKeys, scores: scratch.scoresT)
             for chunk in 0..<chunks { updateSoftmax(states, chunk: chunk, scores: scratch.scoresT, tileKeys: tileKeys) }
@@ -110,7 +128,7 @@ enum FlashEngine {
                              probabilities: scratch.scoresT)
             }
             accumulateValues(outT: scratch.outT, valueDim: valueDim, probabilities: scratch.scoresT,
-                             v: unit.v, keyStart: tileStart, keys: tileKeys, rescale: states.rescale)
+                             values: valueRows, keys: tileKeys, rescale: states.rescale)
             tileStart += tileKeys
         }
         finish(unit, options: options, rowStart: rowStart, rows: rows, outT: scratch.outT, states: states)
@@ -128,17 +146,36 @@ enum FlashEngine {
         }
     }
 
-    /// Sᵀ[key][row] = Σ_d Qᵀ[d][row]·k[keyStart+key][d] for `keys` keys: four keys
-    /// by 64 rows per step, 16 accumulators.
+    /// Rows [start, start+count) of `source` as contiguous fp32 rows of `width`:
+    /// the source itself when it already is that (fp32, rows back to back),
+    /// otherwise a copy in `tile`.
     @inline(__always)
-    static func scoreTile<E: AttnStorage>(queryT: UnsafeMutablePointer<Float>, dim: Int, realDim: Int,
-                                          k: Strided2D<E>, keyStart: Int, keys: Int,
-                                          into scores: UnsafeMutablePointer<Float>) {
-        let kc = k.colStride
+    static func packRows<E: AttnStorage>(_ source: Strided2D<E>, start: Int, count: Int, width: Int,
+                                         into tile: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        if E.self == Float.self && source.colStride == 1 && source.rowStride == width {
+            return UnsafeRawPointer(source.pointer(start, 0)).assumingMemoryBound(to: Float.self)
+        }
+        let vectorWidth = width & ~15
+        for row in 0..<count {
+            let from = source.pointer(start + row, 0), to = tile + row &* width
+            var col = 0
+            if E.self == Float.self && source.colStride == 1 {
+                let floats = UnsafeRawPointer(from).assumingMemoryBound(to: Float.self)
+                while col < vectorWidth { store16(load16(floats + col), to + col); col += 16 }
+            }
+            while col < width { to[col] = E.toFloat(from[col &* source.colStride]); col += 1 }
+        }
+        return UnsafePointer(tile)
+    }
+
+    /// Sᵀ[key][row] = Σ_d Qᵀ[d][row]·K[key][d] over a packed tile: four keys by
+    /// 64 rows per step, 16 accumulators.
+    @inline(__always)
+    static func scoreTile(queryT: UnsafeMutablePointer<Float>, realDim: Int, keys: UnsafePointer<Float>,
+                          keyCount: Int, into scores: UnsafeMutablePointer<Float>) {
         var key = 0
-        while key + 4 <= keys {
-            let k0 = k.pointer(keyStart + key, 0), k1 = k.pointer(keyStart + key + 1, 0)
-            let k2 = k.pointer(keyStart + key + 2, 0), k3 = k.pointer(keyStart + key + 3, 0)
+        while key + 4 <= keyCount {
+            let k0 = keys + key &* realDim, k1 = k0 + realDim, k2 = k1 + realDim, k3 = k2 + realDim
             var a00 = SIMD16<Float>(), a01 = SIMD16<Float>(), a02 = SIMD16<Float>(), a03 = SIMD16<Float>()
             var a10 = SIMD16<Float>(), a11 = SIMD16<Float>(), a12 = SIMD16<Float>(), a13 = SIMD16<Float>()
             var a20 = SIMD16<Float>(), a21 = SIMD16<Float>(), a22 = SIMD16<Float>(), a23 = SIMD16<Float>()
@@ -146,19 +183,18 @@ enum FlashEngine {
             for d in 0..<realDim {
                 let qRow = queryT + d &* rowsPerTask
                 let q0 = load16(qRow), q1 = load16(qRow + 16), q2 = load16(qRow + 32), q3 = load16(qRow + 48)
-                let offset = d &* kc
-                let b0 = SIMD16<Float>(repeating: E.toFloat(k0[offset]))
-                a00 = a00.addingProduct(q0, b0); a01 = a01.addingProduct(q1, b0)
-                a02 = a02.addingProduct(q2, b0); a03 = a03.addingProduct(q3, b0)
-                let b1 = SIMD16<Float>(repeating: E.toFloat(k1[offset]))
-                a10 = a10.addingProduct(q0, b1); a11 = a11.addingProduct(q1, b1)
-                a12 = a12.addingProduct(q2, b1); a13 = a13.addingProduct(q3, b1)
-                let b2 = SIMD16<Float>(repeating: E.toFloat(k2[offset]))
-                a20 = a20.addingProduct(q0, b2); a21 = a21.addingProduct(q1, b2)
-                a22 = a22.addingProduct(q2, b2); a23 = a23.addingProduct(q3, b2)
-                let b3 = SIMD16<Float>(repeating: E.toFloat(k3[offset]))
-                a30 = a30.addingProduct(q0, b3); a31 = a31.addingProduct(q1, b3)
-                a32 = a32.addingProduct(q2, b3); a33 = a33.addingProduct(q3, b3)
+                let b0 = SIMD16<Float>(repeating: k0[d])
+                a00 = multiplyAdd(q0, b0, a00); a01 = multiplyAdd(q1, b0, a01)
+                a02 = multiplyAdd(q2, b0, a02); a03 = multiplyAdd(q3, b0, a03)
+                let b1 = SIMD16<Float>(repeating: k1[d])
+                a10 = multiplyAdd(q0, b1, a10); a11 = multiplyAdd(q1, b1, a11)
+                a12 = multiplyAdd(q2, b1, a12); a13 = multiplyAdd(q3, b1, a13)
+                let b2 = SIMD16<Float>(repeating: k2[d])
+                a20 = multiplyAdd(q0, b2, a20); a21 = multiplyAdd(q1, b2, a21)
+                a22 = multiplyAdd(q2, b2, a22); a23 = multiplyAdd(q3, b2, a23)
+                let b3 = SIMD16<Float>(repeating: k3[d])
+                a30 = multiplyAdd(q0, b3, a30); a31 = multiplyAdd(q1, b3, a31)
+                a32 = multiplyAdd(q2, b3, a32); a33 = multiplyAdd(q3, b3, a33)
             }
             let s = scores + key &* rowsPerTask
             store16(a00, s); store16(a01, s + 16); store16(a02, s + 32); store16(a03, s + 48)
@@ -167,14 +203,14 @@ enum FlashEngine {
             store16(a30, s + 192); store16(a31, s + 208); store16(a32, s + 224); store16(a33, s + 240)
             key += 4
         }
-        while key < keys {
-            let k0 = k.pointer(keyStart + key, 0)
+        while key < keyCount {
+            let k0 = keys + key &* realDim
             var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
             for d in 0..<realDim {
                 let qRow = queryT + d &* rowsPerTask
-                let b = SIMD16<Float>(repeating: E.toFloat(k0[d &* kc]))
-                a0 = a0.addingProduct(load16(qRow), b); a1 = a1.addingProduct(load16(qRow + 16), b)
-                a2 = a2.addingProduct(load16(qRow + 32), b); a3 = a3.addingProduct(load16(qRow + 48), b)
+                let b = SIMD16<Float>(repeating: k0[d])
+                a0 = multiplyAdd(load16(qRow), b, a0); a1 = multiplyAdd(load16(qRow + 16), b, a1)
+                a2 = multiplyAdd(load16(qRow + 32), b, a2); a3 = multiplyAdd(load16(qRow + 48), b, a3)
             }
             let s = scores + key &* rowsPerTask
             store16(a0, s); store16(a1, s + 16); store16(a2, s + 32); store16(a3, s + 48)
@@ -308,10 +344,10 @@ enum FlashEngine {
     /// Oᵀ[e][rows] = rescale·Oᵀ[e][rows] + Σ_key v[key][e]·Pᵀ[key][rows], four value
     /// dims by 64 rows per step.
     @inline(__always)
-    static func accumulateValues<E: AttnStorage>(outT: UnsafeMutablePointer<Float>, valueDim: Int,
-                                                 probabilities: UnsafeMutablePointer<Float>, v: Strided2D<E>,
-                                                 keyStart: Int, keys: Int, rescale rescalePointer: UnsafeMutablePointer<Float>) {
-        let vc = v.colStride, vr = v.rowStride
+    static func accumulateValues(outT: UnsafeMutablePointer<Float>, valueDim: Int,
+                                 probabilities: UnsafeMutablePointer<Float>, values: UnsafePointer<Float>,
+                                 keys: Int, rescale rescalePointer: UnsafeMutablePointer<Float>) {
+        let vr = valueDim
         let rescale = (load16(rescalePointer), load16(rescalePointer + 16), load16(rescalePointer + 32), load16(rescalePointer + 48))
         var e = 0
         while e + 4 <= valueDim {
@@ -324,22 +360,22 @@ enum FlashEngine {
             var a22 = load16(o + 160) * rescale.2, a23 = load16(o + 176) * rescale.3
             var a30 = load16(o + 192) * rescale.0, a31 = load16(o + 208) * rescale.1
             var a32 = load16(o + 224) * rescale.2, a33 = load16(o + 240) * rescale.3
-            var vRow = v.pointer(keyStart, e)
+            var vRow = values + e
             for key in 0..<keys {
                 let p = probabilities + key &* rowsPerTask
                 let p0 = load16(p), p1 = load16(p + 16), p2 = load16(p + 32), p3 = load16(p + 48)
-                let b0 = SIMD16<Float>(repeating: E.toFloat(vRow[0]))
-                a00 = a00.addingProduct(p0, b0); a01 = a01.addingProduct(p1, b0)
-                a02 = a02.addingProduct(p2, b0); a03 = a03.addingProduct(p3, b0)
-                let b1 = SIMD16<Float>(repeating: E.toFloat(vRow[vc]))
-                a10 = a10.addingProduct(p0, b1); a11 = a11.addingProduct(p1, b1)
-                a12 = a12.addingProduct(p2, b1); a13 = a13.addingProduct(p3, b1)
-                let b2 = SIMD16<Float>(repeating: E.toFloat(vRow[2 &* vc]))
-                a20 = a20.addingProduct(p0, b2); a21 = a21.addingProduct(p1, b2)
-                a22 = a22.addingProduct(p2, b2); a23 = a23.addingProduct(p3, b2)
-                let b3 = SIMD16<Float>(repeating: E.toFloat(vRow[3 &* vc]))
-                a30 = a30.addingProduct(p0, b3); a31 = a31.addingProduct(p1, b3)
-                a32 = a32.addingProduct(p2, b3); a33 = a33.addingProduct(p3, b3)
+                let b0 = SIMD16<Float>(repeating: vRow[0])
+                a00 = multiplyAdd(p0, b0, a00); a01 = multiplyAdd(p1, b0, a01)
+                a02 = multiplyAdd(p2, b0, a02); a03 = multiplyAdd(p3, b0, a03)
+                let b1 = SIMD16<Float>(repeating: vRow[1])
+                a10 = multiplyAdd(p0, b1, a10); a11 = multiplyAdd(p1, b1, a11)
+                a12 = multiplyAdd(p2, b1, a12); a13 = multiplyAdd(p3, b1, a13)
+                let b2 = SIMD16<Float>(repeating: vRow[2])
+                a20 = multiplyAdd(p0, b2, a20); a21 = multiplyAdd(p1, b2, a21)
+                a22 = multiplyAdd(p2, b2, a22); a23 = multiplyAdd(p3, b2, a23)
+                let b3 = SIMD16<Float>(repeating: vRow[3])
+                a30 = multiplyAdd(p0, b3, a30); a31 = multiplyAdd(p1, b3, a31)
+                a32 = multiplyAdd(p2, b3, a32); a33 = multiplyAdd(p3, b3, a33)
                 vRow += vr
             }
             store16(a00, o); store16(a01, o + 16); store16(a02, o + 32); store16(a03, o + 48)
@@ -352,12 +388,12 @@ enum FlashEngine {
             let o = outT + e &* rowsPerTask
             var a0 = load16(o) * rescale.0, a1 = load16(o + 16) * rescale.1
             var a2 = load16(o + 32) * rescale.2, a3 = load16(o + 48) * rescale.3
-            var vRow = v.pointer(keyStart, e)
+            var vRow = values + e
             for key in 0..<keys {
                 let p = probabilities + key &* rowsPerTask
-                let b = SIMD16<Float>(repeating: E.toFloat(vRow[0]))
-                a0 = a0.addingProduct(load16(p), b); a1 = a1.addingProduct(load16(p + 16), b)
-                a2 = a2.addingProduct(load16(p + 32), b); a3 = a3.addingProduct(load16(p + 48), b)
+                let b = SIMD16<Float>(repeating: vRow[0])
+                a0 = multiplyAdd(load16(p), b, a0); a1 = multiplyAdd(load16(p + 16), b, a1)
+                a2 = multiplyAdd(load16(p + 32), b, a2); a3 = multiplyAdd(load16(p + 48), b, a3)
                 vRow += vr
             }
             store16(a0, o); store16(a1, o + 16); store16(a2, o + 32); store16(a3, o + 48)
