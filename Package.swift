@@ -1,24 +1,18 @@
 // swift-tools-version:6.0
 import PackageDescription
-import Foundation
 
-// The core is compiled for the building machine's CPU (-target-cpu native) unless
-// ATTNKIT_PORTABLE=1. A native build on an AVX-512 machine records that with
-// ATTNKIT_AVX512, and the C ABI then refuses to run on a CPU without it rather
-// than execute an instruction the CPU lacks.
-let portable = ProcessInfo.processInfo.environment["ATTNKIT_PORTABLE"] == "1"
-let cpuFlags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-let hostHasAVX512 = cpuFlags.contains(" avx512f") && cpuFlags.contains(" avx512bw") && cpuFlags.contains(" avx512vl")
-let isaFlags: [String] = portable ? [] : ["-target-cpu", "native"]
-let isaDefines: [SwiftSetting] = (!portable && hostHasAVX512) ? [.define("ATTNKIT_AVX512")] : []
-
-// The kernels are built with -Ounchecked in release: every bound they rely on is
-// checked once, up front, by the validating layer (AttnKit's public entry points
-// and the C ABI). The validating layer itself keeps Swift's checks.
-let kernelFlags: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
-    .unsafeFlags(isaFlags),
-] + isaDefines
+// Layout by ISA:
+// - AttnKitCore, AttnKit and AttnKitC are compiled for the baseline x86-64 ISA,
+//   so validation, planning and dispatch run on any CPU.
+// - The tiled kernels are compiled twice from the same file:
+//   AttnKitKernels for AVX-512 (skylake-avx512: F/CD/BW/DQ/VL, FMA, F16C) and
+//   AttnKitKernelsPortable (a symlink to the same source) for the baseline.
+//   AttnKit picks one at run time from CPUID; ATTNKIT_ISA=generic forces the
+//   portable one.
+// Kernels build -Ounchecked in release: every bound they rely on is checked
+// once, up front, by the validating layer, which keeps Swift's checks.
+let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+let avx512Flags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "skylake-avx512"]), .define("ATTNKIT_AVX512")]
 
 let package = Package(
     name: "attnkit",
@@ -32,9 +26,14 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         .systemLibrary(name: "CAttnKitABI", path: "Sources/CAttnKitABI"),
         .target(name: "_AttnKitShims", path: "Sources/_AttnKitShims"),
+        .target(name: "AttnKitCore", path: "Sources/AttnKitCore", swiftSettings: kernelFlags),
+        .target(name: "AttnKitKernels", dependencies: ["AttnKitCore"], path: "Sources/AttnKitKernels",
+                swiftSettings: kernelFlags + avx512Flags),
+        .target(name: "AttnKitKernelsPortable", dependencies: ["AttnKitCore"], path: "Sources/AttnKitKernelsPortable",
+                swiftSettings: kernelFlags),
         .target(
             name: "AttnKit",
-            dependencies: ["COpenBLAS", "_AttnKitShims"],
+            dependencies: ["AttnKitCore", "AttnKitKernels", "AttnKitKernelsPortable", "COpenBLAS", "_AttnKitShims"],
             path: "Sources/AttnKit",
             swiftSettings: kernelFlags),
         .target(
@@ -43,7 +42,7 @@ let package = Package(
             path: "Sources/AttnKitC"),
         .testTarget(
             name: "AttnKitTests",
-            dependencies: ["AttnKit"],
+            dependencies: ["AttnKit", "AttnKitKernels", "AttnKitKernelsPortable"],
             path: "Tests/swift"),
     ],
     swiftLanguageModes: [.v5]

@@ -46,7 +46,7 @@ enum {
     ATTN_ERR_OUT_OF_MEMORY = 6,    /* a workspace allocation failed */
     ATTN_ERR_STRUCT_SIZE = 7,      /* a params struct_size is smaller than required */
     ATTN_ERR_INTERNAL = 8,         /* a bug in attnkit: please report it */
-    ATTN_ERR_UNSUPPORTED_CPU = 9   /* this build needs CPU features this machine lacks */
+    ATTN_ERR_UNSUPPORTED_CPU = 9   /* reserved: kernels are chosen at run time, so no call returns it */
 };
 
 /* A static name for a status code ("ATTN_ERR_SHAPE"); "ATTN_UNKNOWN_STATUS" otherwise. */
@@ -88,11 +88,21 @@ typedef struct attn_tensor {
 attn_status attn_set_num_threads(int32_t num_threads);
 attn_status attn_get_num_threads(int32_t *num_threads);
 
+/* ---- Kernel ISA ----
+ * The kernels are built for AVX-512 (F/CD/BW/DQ/VL, FMA, F16C) and for the
+ * baseline x86-64 ISA; CPUID picks one when the library first needs it. The
+ * environment variable ATTNKIT_ISA=generic forces the baseline build. */
+enum {
+    ATTN_ISA_GENERIC = 0,
+    ATTN_ISA_AVX512 = 1
+};
+attn_status attn_get_isa(int32_t *isa);
+
 /* ---- Eager attention ----
  * out = softmax(q·kᵀ / sqrt(head_dim), masked) · v, head by head, with the full
  * score matrix materialized per (batch, head), as the textbook does.
  *
- *   q:        [B, Sq, H*D]  f32 or f64
+ *   q:        [B, Sq, H*D]  f32, f64, f16 or bf16 (f16/bf16 compute in fp32)
  *   k, v:     [B, Sk, H*D]  same dtype as q
  *   key_mask: [B, Sk]       bool or u8, nonzero = the key may be attended; may be NULL
  *   out:      [B, Sq, H*D]  same dtype as q (written)
@@ -122,7 +132,7 @@ attn_status attn_eager_forward(const attn_eager_params *params,
  * torch.nn.functional.scaled_dot_product_attention on the CPU, tiled with an
  * online softmax: memory is O(threads x tile), never O(L x S).
  *
- *   query:     (N..., Hq, L, E)  f32 or f64 (rank 2 to ATTN_MAX_RANK; rank 2 means one head)
+ *   query:     (N..., Hq, L, E)  f32, f64, f16 or bf16 (rank 2 to ATTN_MAX_RANK; rank 2 means one head)
  *   key:       (N..., Hk, S, E)  same dtype
  *   value:     (N..., Hk, S, Ev) same dtype
  *   attn_mask: broadcastable to (N..., Hq, L, S); bool/u8 (nonzero takes part) or
@@ -152,7 +162,10 @@ attn_status attn_sdpa_forward(const attn_sdpa_params *params,
                               const attn_tensor *out);
 
 /* ---- Flash attention (flash-attn 2.8 semantics) ----
- * Tiled online softmax; the score matrix is never materialized.
+ * Tiled online softmax; the score matrix is never materialized. For every
+ * float dtype, scores, softmax statistics and the output accumulator are fp32
+ * (fp64 for f64); masking is by value in that domain, so finite f16/bf16 input
+ * never gives NaN or Inf, and NaN/Inf input propagates to the rows it touches.
  *
  * Causal is aligned bottom-right per sequence: key j is allowed for query i iff
  * j <= i + Sk - Sq. The window allows i + Sk - Sq - window_left <= j <=
@@ -177,7 +190,7 @@ typedef struct attn_flash_params {
 } attn_flash_params;
 
 /* Packed variable-length batch.
- *   q: (total_q, Hq, D)  k: (total_k, Hk, D)  v: (total_k, Hk, Dv)   f32 or f64
+ *   q: (total_q, Hq, D)  k: (total_k, Hk, D)  v: (total_k, Hk, Dv)   f32, f64, f16 or bf16
  *   cu_seqlens_q, cu_seqlens_k: (B+1,) i32 or i64, starting at 0, non-decreasing,
  *     ending at total_q / total_k; sequence b is rows cu[b] .. cu[b+1]-1
  *   alibi_slopes: (Hq,) or (B, Hq) f32, or NULL

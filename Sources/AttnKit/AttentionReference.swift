@@ -1,3 +1,4 @@
+import AttnKitCore
 #if canImport(Glibc)
 import Glibc
 #endif

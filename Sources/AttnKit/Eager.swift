@@ -1,3 +1,4 @@
+import AttnKitCore
 /// Eager attention: the textbook algorithm, with the score matrix
 /// materialized for a block of query rows at a time.
 ///
@@ -80,37 +81,46 @@ public struct EagerAttention {
 
     /// Runs the optimized kernel: BLAS GEMMs on blocks of `queryBlock` rows,
     /// parallel over (batch, head).
-    @_specialize(where T == Float)
-    @_specialize(where T == Double)
-    public func callAsFunction<T: AttentionScalar>(
-        q: StridedTensor<T>, k: StridedTensor<T>, v: StridedTensor<T>,
-        keyMask: StridedTensor<UInt8>? = nil, out: MutableStridedTensor<T>,
-        weights: MutableStridedTensor<T>? = nil, threads: Int = ThreadSettings.numThreads
+    /// Storage E is f32, f64, f16 or bf16; f16 and bf16 compute in fp32 (BLAS sgemm).
+    @_specialize(where E == Float)
+    @_specialize(where E == Double)
+    @_specialize(where E == Float16)
+    @_specialize(where E == BFloat16)
+    public func callAsFunction<E: AttnStorage>(
+        q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
+        keyMask: StridedTensor<UInt8>? = nil, out: MutableStridedTensor<E>,
+        weights: MutableStridedTensor<E>? = nil, threads: Int = ThreadSettings.numThreads
     ) throws {
         let problem = try validate(q: q, k: k, v: v, keyMask: keyMask, out: out, weights: weights)
-        try EagerKernel<T>(problem: problem, q: q, k: k, v: v, keyMask: keyMask, out: out, weights: weights)
-            .run(threads: threads)
+        if E.self == Double.self {
+            try EagerKernel<Double, E>(problem: problem, q: q, k: k, v: v, keyMask: keyMask, out: out, weights: weights)
+                .run(threads: threads)
+        } else {
+            try EagerKernel<Float, E>(problem: problem, q: q, k: k, v: v, keyMask: keyMask, out: out, weights: weights)
+                .run(threads: threads)
+        }
     }
 }
 
 /// The optimized eager kernel for one call. Every input was validated.
-struct EagerKernel<T: AttentionScalar> {
+/// T is the compute type (Float or Double), E the storage type of the tensors.
+struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
     static var queryBlock: Int { 128 }
 
     let problem: EagerAttention.Problem
-    let q, k, v: StridedTensor<T>
+    let q, k, v: StridedTensor<E>
     let keyMask: StridedTensor<UInt8>?
-    let out: MutableStridedTensor<T>
-    let weights: MutableStridedTensor<T>?
+    let out: MutableStridedTensor<E>
+    let weights: MutableStridedTensor<E>?
 
-    init(problem: EagerAttention.Problem, q: StridedTensor<T>, k: StridedTensor<T>, v: StridedTensor<T>,
-         keyMask: StridedTensor<UInt8>?, out: MutableStridedTensor<T>, weights: MutableStridedTensor<T>?) {
+    init(problem: EagerAttention.Problem, q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
+         keyMask: StridedTensor<UInt8>?, out: MutableStridedTensor<E>, weights: MutableStridedTensor<E>?) {
         self.problem = problem; self.q = q; self.k = k; self.v = v
         self.keyMask = keyMask; self.out = out; self.weights = weights
     }
 
     /// Head `head` of `tensor` in batch `batch`: a [seq, D] matrix.
-    func headMatrix(_ tensor: StridedTensor<T>, batch: Int, head: Int) -> MatrixView<T> {
+    func headMatrix(_ tensor: StridedTensor<E>, batch: Int, head: Int) -> MatrixView<E> {
         let offset = batch &* tensor.strides[0] &+ head &* problem.headDim &* tensor.strides[2]
         return MatrixView(base: tensor.base! + offset, rows: tensor.shape[1], cols: problem.headDim,
                           rowStride: tensor.strides[1], colStride: tensor.strides[2])
@@ -156,16 +166,25 @@ struct EagerKernel<T: AttentionScalar> {
         let allowedPrefix: UnsafeMutablePointer<Int>
     }
 
-    /// A matrix BLAS can read in place (unit column stride, leading dimension
-    /// in 32 bits and at least `cols`), or a packed contiguous copy in `scratch`.
-    func blasOperand(_ matrix: MatrixView<T>, rows: Int, scratch: UnsafeMutablePointer<T>) -> (UnsafePointer<T>, Int) {
-        if matrix.colStride == 1 && matrix.rowStride >= matrix.cols && matrix.rowStride <= Int(Int32.max) {
-            return (matrix.base, matrix.rowStride)
+    /// A matrix BLAS can read in place (already of the compute type, unit column
+    /// stride, leading dimension in 32 bits and at least `cols`), or a packed,
+    /// converted contiguous copy in `scratch`.
+    func blasOperand(_ matrix: MatrixView<E>, rows: Int, scratch: UnsafeMutablePointer<T>) -> (UnsafePointer<T>, Int) {
+        if E.self == T.self && matrix.colStride == 1 && matrix.rowStride >= matrix.cols && matrix.rowStride <= Int(Int32.max) {
+            return (UnsafeRawPointer(matrix.base).assumingMemoryBound(to: T.self), matrix.rowStride)
         }
         for row in 0..<rows {
-            for col in 0..<matrix.cols { scratch[row &* matrix.cols &+ col] = matrix[row, col] }
+            for col in 0..<matrix.cols { scratch[row &* matrix.cols &+ col] = toCompute(matrix[row, col]) }
         }
         return (UnsafePointer(scratch), matrix.cols)
+    }
+
+    @inline(__always) func toCompute(_ value: E) -> T {
+        T.self == Double.self ? T(E.toDouble(value)) : T(E.toFloat(value))
+    }
+
+    @inline(__always) func toStorage(_ value: T) -> E {
+        T.self == Double.self ? E.fromDouble(Double(value)) : E.fromFloat(Float(value))
     }
 
     func runHead(batch: Int, head: Int, scratch: Scratch) {
@@ -192,7 +211,7 @@ struct EagerKernel<T: AttentionScalar> {
         let (values, ldv) = blasOperand(headMatrix(v, batch: batch, head: head), rows: p.seqK, scratch: scratch.values)
         let outOffset = batch &* out.strides[0] &+ head &* dim &* out.strides[2]
         let outBase = out.base! + outOffset
-        let outInPlace = out.strides[2] == 1 && out.strides[1] >= dim && out.strides[1] <= Int(Int32.max)
+        let outInPlace = E.self == T.self && out.strides[2] == 1 && out.strides[1] >= dim && out.strides[1] <= Int(Int32.max)
 
         var rowStart = 0
         while rowStart < p.seqQ {
@@ -220,7 +239,9 @@ struct EagerKernel<T: AttentionScalar> {
                 if let weights { writeWeights(row, validCount: keyEnd, batch: batch, head: head, query: query, into: weights) }
             }
             // out[rows × D] = P·V
-            let target = outInPlace ? outBase + rowStart &* out.strides[1] : scratch.outTile
+            let target = outInPlace
+                ? UnsafeMutableRawPointer(outBase + rowStart &* out.strides[1]).assumingMemoryBound(to: T.self)
+                : scratch.outTile
             let ldo = outInPlace ? out.strides[1] : dim
             if keyEnd > 0 {
                 T.gemm(m: rows, n: dim, k: keyEnd, alpha: 1, a: scratch.scores, lda: keyEnd,
@@ -236,7 +257,7 @@ struct EagerKernel<T: AttentionScalar> {
             if !outInPlace {
                 for r in 0..<rows {
                     let destination = outBase + (rowStart + r) &* out.strides[1]
-                    for c in 0..<dim { destination[c &* out.strides[2]] = target[r &* dim &+ c] }
+                    for c in 0..<dim { destination[c &* out.strides[2]] = toStorage(target[r &* dim &+ c]) }
                 }
             }
             rowStart += rows
@@ -251,10 +272,31 @@ struct EagerKernel<T: AttentionScalar> {
     }
 
     func writeWeights(_ row: UnsafeMutablePointer<T>, validCount: Int, batch: Int, head: Int, query: Int,
-                      into weights: MutableStridedTensor<T>) {
+                      into weights: MutableStridedTensor<E>) {
         let s = weights.strides
         let offset: Int = batch &* s[0] &+ head &* s[1] &+ query &* s[2]
         let base = weights.base! + offset
-        for j in 0..<problem.seqK { base[j &* s[3]] = j < validCount ? row[j] : 0 }
+        for j in 0..<problem.seqK { base[j &* s[3]] = toStorage(j < validCount ? row[j] : 0) }
     }
 }
+
+/// A 2-D strided window into memory: the unit kernels work on.
+struct MatrixView<Element> {
+    var base: UnsafePointer<Element>
+    var rows: Int
+    var cols: Int
+    var rowStride: Int
+    var colStride: Int
+
+    @inline(__always)
+    subscript(row: Int, col: Int) -> Element { base[row &* rowStride &+ col &* colStride] }
+}
+
+struct MutableMatrixView<Element> {
+    var base: UnsafeMutablePointer<Element>
+    var rows: Int
+    var cols: Int
+    var rowStride: Int
+    var colStride: Int
+}
+

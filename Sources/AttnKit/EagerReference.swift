@@ -1,3 +1,4 @@
+import AttnKitCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,18 +7,18 @@ extension EagerAttention {
     /// The plain reference twin of the eager kernel: the spec's math written as
     /// loops, accumulated in Double, one thread, no BLAS. Tests hold the
     /// optimized kernel against it.
-    public func reference<T: AttentionScalar>(
-        q: StridedTensor<T>, k: StridedTensor<T>, v: StridedTensor<T>,
-        keyMask: StridedTensor<UInt8>? = nil, out: MutableStridedTensor<T>,
-        weights: MutableStridedTensor<T>? = nil
+    public func reference<E: AttnStorage>(
+        q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
+        keyMask: StridedTensor<UInt8>? = nil, out: MutableStridedTensor<E>,
+        weights: MutableStridedTensor<E>? = nil
     ) throws {
         let p = try validate(q: q, k: k, v: v, keyMask: keyMask, out: out, weights: weights)
         let scale = 1 / Double(p.headDim).squareRoot()
         var probabilities = [Double](repeating: 0, count: p.seqK)
-        func element(_ t: StridedTensor<T>, _ index: [Int]) -> Double {
+        func element(_ t: StridedTensor<E>, _ index: [Int]) -> Double {
             var offset = 0
             for axis in 0..<index.count { offset += index[axis] * t.strides[axis] }
-            return Double(t.base![offset])
+            return E.toDouble(t.base![offset])
         }
         for b in 0..<p.batch {
             for h in 0..<p.numHeads {
@@ -50,12 +51,12 @@ extension EagerAttention {
                             }
                         }
                         let offset = b * out.strides[0] + i * out.strides[1] + (h * p.headDim + d) * out.strides[2]
-                        out.base![offset] = T(acc)
+                        out.base![offset] = E.fromDouble(acc)
                     }
                     if let weights {
                         for j in 0..<p.seqK {
                             let s = weights.strides
-                            weights.base![b * s[0] + h * s[1] + i * s[2] + j * s[3]] = T(probabilities[j])
+                            weights.base![b * s[0] + h * s[1] + i * s[2] + j * s[3]] = E.fromDouble(probabilities[j])
                         }
                     }
                 }

@@ -1,3 +1,4 @@
+import AttnKitCore
 /// flash-attn 2.8's forward on the CPU (spec section 3), for packed varlen
 /// batches and for fixed-length batches.
 ///
@@ -135,7 +136,7 @@ public struct FlashAttention {
         if useReference || E.self == Double.self {
             try AttentionReference.run(units: units, options: options, threads: useReference ? 1 : threads)
         } else {
-            try FlashEngine.run(units: units, options: options, threads: threads)
+            try KernelDispatch.runFlash(units: units, options: options, threads: threads)
         }
     }
 

@@ -1,3 +1,4 @@
+import AttnKitCore
 /// The optional mask of torch's scaled_dot_product_attention.
 public enum SDPAMask<E> {
     /// Bool: nonzero takes part. Broadcasts to (N..., Hq, L, S).
@@ -38,7 +39,7 @@ public struct ScaledDotProductAttention {
         if E.self == Double.self {
             try AttentionReference.run(units: units, options: options, threads: threads)
         } else {
-            try FlashEngine.run(units: units, options: options, threads: threads)
+            try KernelDispatch.runFlash(units: units, options: options, threads: threads)
         }
     }
 

@@ -1,3 +1,4 @@
+import AttnKitCore
 /// The one place varlen offset math lives (flash-attn's block_info.h): the
 /// validated `cu_seqlens` of a packed batch.
 ///

@@ -13,7 +13,7 @@ public func attn_eager_forward(
             throw ABIError(status: ATTN_ERR_INVALID_ARGUMENT,
                            message: "params->mask_mode must be ATTN_MASK_NONE or ATTN_MASK_CAUSAL_TOP_LEFT, got \(options.mask_mode)")
         }
-        let floats = [Int32(ATTN_DTYPE_F32), Int32(ATTN_DTYPE_F64)]
+        let floats = attentionDtypes
         let query = try Descriptor("q", q, dtypes: floats)
         let key = try Descriptor("k", k, dtypes: floats)
         let value = try Descriptor("v", v, dtypes: floats)
@@ -27,11 +27,11 @@ public func attn_eager_forward(
 
         let kernel = EagerAttention(numHeads: Int(options.num_heads), headDim: Int(options.head_dim),
                                     causal: options.mask_mode == ATTN_MASK_CAUSAL_TOP_LEFT)
-        func run<T: AttentionScalar>(_ type: T.Type) throws {
-            try kernel(q: query.view(T.self), k: key.view(T.self), v: value.view(T.self),
-                       keyMask: mask?.view(UInt8.self), out: output.mutableView(T.self),
-                       weights: probabilities?.mutableView(T.self))
+        func run<E: AttnStorage>(_: E.Type) throws {
+            try kernel(q: query.view(E.self), k: key.view(E.self), v: value.view(E.self),
+                       keyMask: mask?.view(UInt8.self), out: output.mutableView(E.self),
+                       weights: probabilities?.mutableView(E.self))
         }
-        if Int(query.dtype) == ATTN_DTYPE_F32 { try run(Float.self) } else { try run(Double.self) }
+        try withStorage(query.dtype) { try run($0) }
     }
 }

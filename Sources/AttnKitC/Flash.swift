@@ -13,7 +13,7 @@ private func flashOptions(_ params: UnsafePointer<attn_flash_params>?) throws ->
     return (attention, p)
 }
 
-private let floatDtypes = [Int32(ATTN_DTYPE_F32), Int32(ATTN_DTYPE_F64)]
+private let floatDtypes = attentionDtypes
 
 /// q, k, v and out: float descriptors of one dtype.
 private func qkvo(_ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
@@ -56,7 +56,7 @@ public func attn_flash_varlen_forward(
                                  maxSeqlenK: Int(p.max_seqlen_k), alibiSlopes: slopes?.view(Float.self),
                                  out: output.mutableView(E.self), lse: lse?.mutableView(Float.self))
         }
-        if Int(query.dtype) == ATTN_DTYPE_F32 { try run(Float.self) } else { try run(Double.self) }
+        try withStorage(query.dtype) { try run($0) }
     }
 }
 
@@ -76,6 +76,6 @@ public func attn_flash_forward(
                                   alibiSlopes: slopes?.view(Float.self), out: output.mutableView(E.self),
                                   lse: lse?.mutableView(Float.self))
         }
-        if Int(query.dtype) == ATTN_DTYPE_F32 { try run(Float.self) } else { try run(Double.self) }
+        try withStorage(query.dtype) { try run($0) }
     }
 }

@@ -12,7 +12,7 @@ public func attn_sdpa_forward(
         try requireFlag("params->is_causal", options.is_causal)
         try requireFlag("params->enable_gqa", options.enable_gqa)
         try requireFlag("params->has_scale", options.has_scale)
-        let floats = [Int32(ATTN_DTYPE_F32), Int32(ATTN_DTYPE_F64)]
+        let floats = attentionDtypes
         let q = try Descriptor("query", query, dtypes: floats)
         let k = try Descriptor("key", key, dtypes: floats)
         let v = try Descriptor("value", value, dtypes: floats)
@@ -34,7 +34,7 @@ public func attn_sdpa_forward(
             try attention(query: q.view(E.self), key: k.view(E.self), value: v.view(E.self), mask: sdpaMask,
                           out: o.mutableView(E.self))
         }
-        if Int(q.dtype) == ATTN_DTYPE_F32 { try run(Float.self) } else { try run(Double.self) }
+        try withStorage(q.dtype) { try run($0) }
     }
 }
 

@@ -1,6 +1,5 @@
 import AttnKit
 import CAttnKitABI
-import _AttnKitShims
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -65,17 +64,9 @@ struct ABIError: Error {
     let message: String
 }
 
-/// Checked once: a core built for AVX-512 must not run on a CPU without it.
-/// This module is compiled for the baseline ISA, so the check itself is safe.
-private let cpuSupportsBuild: Bool = !coreRequiresAVX512 || attn_shim_cpu_has_avx512() != 0
-
 /// Runs `body`, turning every thrown error into its status code and message.
 func withStatus(_ function: String, _ body: () throws -> Void) -> attn_status {
     do {
-        guard cpuSupportsBuild else {
-            throw ABIError(status: ATTN_ERR_UNSUPPORTED_CPU,
-                           message: "this attnkit was built for AVX-512 (native), which this CPU lacks; rebuild with ATTNKIT_PORTABLE=1")
-        }
         try body()
         return attn_status(ATTN_OK)
     } catch let error as ABIError {
@@ -97,6 +88,16 @@ func statusCode(_ error: AttnError) -> Int {
     case .dtype: return ATTN_ERR_DTYPE
     case .overflow: return ATTN_ERR_OVERFLOW
     case .outOfMemory: return ATTN_ERR_OUT_OF_MEMORY
+    }
+}
+
+// MARK: - ISA
+
+@_cdecl("attn_get_isa")
+public func attn_get_isa(_ isa: UnsafeMutablePointer<Int32>?) -> attn_status {
+    withStatus("attn_get_isa") {
+        guard let isa else { throw ABIError(status: ATTN_ERR_NULL_POINTER, message: "isa must not be NULL") }
+        isa.pointee = Int32(KernelDispatch.isa == .avx512 ? ATTN_ISA_AVX512 : ATTN_ISA_GENERIC)
     }
 }
 

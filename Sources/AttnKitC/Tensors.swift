@@ -61,6 +61,20 @@ struct Descriptor {
     }
 }
 
+/// The float dtypes every attention entry point takes.
+let attentionDtypes = [Int32(ATTN_DTYPE_F32), Int32(ATTN_DTYPE_F64), Int32(ATTN_DTYPE_F16), Int32(ATTN_DTYPE_BF16)]
+
+/// Calls `body` with the storage type of a float dtype code.
+func withStorage(_ dtype: attn_dtype, _ body: (any AttnStorage.Type) throws -> Void) throws {
+    switch Int(dtype) {
+    case ATTN_DTYPE_F32: try body(Float.self)
+    case ATTN_DTYPE_F64: try body(Double.self)
+    case ATTN_DTYPE_F16: try body(Float16.self)
+    case ATTN_DTYPE_BF16: try body(BFloat16.self)
+    default: throw ABIError(status: ATTN_ERR_DTYPE, message: "unsupported dtype \(dtypeName(dtype))")
+    }
+}
+
 /// Reads a params struct whose first field is its size, after checking that
 /// the caller's struct is at least as large as the fields this version reads.
 func readParams<P>(_ name: String, _ pointer: UnsafePointer<P>?) throws -> P {

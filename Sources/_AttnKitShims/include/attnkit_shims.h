@@ -5,8 +5,9 @@
 #include <cpuid.h>
 #include <stdint.h>
 
-// 1 if the CPU and the OS support what an AVX-512 build of attnkit executes:
-// AVX-512 F/BW/VL/DQ, FMA and F16C, with the OS saving the zmm and mask state.
+// 1 if the CPU and the OS support what attnkit's AVX-512 kernels (compiled as
+// skylake-avx512) execute: AVX-512 F/CD/BW/DQ/VL, FMA, F16C, with the OS
+// saving the zmm and mask state.
 static inline int attn_shim_cpu_has_avx512(void) {
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
@@ -16,8 +17,9 @@ static inline int attn_shim_cpu_has_avx512(void) {
     __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
     if ((xcr0_lo & 0xE6) != 0xE6) return 0;  // SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
-    const int f = (ebx >> 16) & 1, dq = (ebx >> 17) & 1, bw = (ebx >> 30) & 1, vl = (ebx >> 31) & 1;
-    return f && dq && bw && vl;
+    const int f = (ebx >> 16) & 1, dq = (ebx >> 17) & 1, cd = (ebx >> 28) & 1;
+    const int bw = (ebx >> 30) & 1, vl = (ebx >> 31) & 1;
+    return f && dq && cd && bw && vl;
 }
 
 #endif

@@ -16,6 +16,11 @@ def _version_string(number):
 __version__ = _version_string(_attnkit.version_number())
 
 
+def isa():
+    """The kernel build in use: "avx512" or "generic" (forced with ATTNKIT_ISA=generic)."""
+    return _attnkit.get_isa()
+
+
 def get_num_threads():
     """The number of threads attnkit's kernels use."""
     return _attnkit.get_num_threads()
@@ -35,6 +40,7 @@ __all__ = [
     "flash_bidirectional_attention",
     "flash_causal_attention",
     "get_num_threads",
+    "isa",
     "manual_seed",
     "scaled_dot_product_attention",
     "sdpa_bidirectional_attention",

@@ -1,11 +1,18 @@
 #include "tensor.h"
 
+#include <string>
+
 namespace attnkit_py {
 
 void init_core(py::module_ &m) {
     m.def("version_number", &attn_version_number, "ATTNKIT_VERSION_NUMBER of the loaded library");
     m.def("header_version_number", [] { return ATTNKIT_VERSION_NUMBER; },
           "ATTNKIT_VERSION_NUMBER of the header this module was built against");
+    m.def("get_isa", [] {
+        int32_t isa = 0;
+        raise_if_error(attn_get_isa(&isa));
+        return isa == ATTN_ISA_AVX512 ? std::string("avx512") : std::string("generic");
+    }, "The kernel build chosen at run time: 'avx512' or 'generic' (ATTNKIT_ISA=generic forces it).");
     m.def("get_num_threads", [] {
         int32_t threads = 0;
         raise_if_error(attn_get_num_threads(&threads));

@@ -1,6 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AttnKitCore
+
+// Compiled once per ISA (see Package.swift); AttnKit dispatches at run time.
 
 /// The tiled online-softmax engine behind SDPA and varlen flash attention.
 ///
@@ -14,7 +17,7 @@ import Glibc
 ///   - O += P·V is Oᵀ[dim][rows] += V[key][dim] (broadcast) × Pᵀ[key][rows],
 ///     so V is read in place too.
 /// Memory per worker is O(tile): Qᵀ [D×64], Sᵀ [64×64], Oᵀ [Dv×64].
-enum FlashEngine {
+public enum FlashEngine {
     static let rowsPerTask = 64
     static let chunks = 4          // rowsPerTask / 16
     static let keysPerTile = 128
@@ -23,7 +26,9 @@ enum FlashEngine {
     /// depend on the thread count: each task owns its rows.
     /// Specialized per storage type: callers in other modules reach it generically.
     @_specialize(where E == Float)
-    static func run<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
+    @_specialize(where E == Float16)
+    @_specialize(where E == BFloat16)
+    package static func run<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
         // Tasks are (unit, block of 64 query rows), largest first, so that one
         // long sequence among short ones is spread over every worker and no
         // worker is left with a long task at the end. The order only changes
@@ -418,17 +423,4 @@ enum FlashEngine {
             }
         }
     }
-}
-
-/// tanh(x) = sign(x)·(1 − 2/(e^{2|x|} + 1)), vectorized.
-@inline(__always)
-func fastTanh(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    let zero = SIMD16<Float>(), one = SIMD16<Float>(repeating: 1), two = SIMD16<Float>(repeating: 2)
-    var magnitude = x
-    magnitude.replace(with: zero - x, where: x .< zero)
-    let e = fastExp(two * magnitude)
-    var result = one - two / (e + one)
-    result.replace(with: zero - result, where: x .< zero)
-    result.replace(with: x, where: x .!= x)
-    return result
 }

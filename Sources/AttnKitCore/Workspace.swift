@@ -4,12 +4,11 @@ import Glibc
 
 /// A 64-byte-aligned scratch buffer, freed by `deallocate()`. Allocation
 /// failure is reported as `AttnError.outOfMemory` instead of trapping.
-@usableFromInline
-struct Workspace<Element> {
-    @usableFromInline let pointer: UnsafeMutablePointer<Element>
-    @usableFromInline let count: Int
+package struct Workspace<Element> {
+    package let pointer: UnsafeMutablePointer<Element>
+    package let count: Int
 
-    init(count: Int) throws {
+    package init(count: Int) throws {
         let (bytes, overflow) = Swift.max(count, 1).multipliedReportingOverflow(by: MemoryLayout<Element>.stride)
         guard !overflow else { throw AttnError.outOfMemory(bytes: Int.max) }
         let rounded = (bytes + 63) & ~63
@@ -18,14 +17,14 @@ struct Workspace<Element> {
         self.count = count
     }
 
-    func deallocate() { free(pointer) }
+    package func deallocate() { free(pointer) }
 }
 
 /// One scratch buffer per worker, all allocated up front, so the loops allocate nothing.
-struct PerWorker<Element> {
-    let buffers: [Workspace<Element>]
+package struct PerWorker<Element> {
+    package let buffers: [Workspace<Element>]
 
-    init(workers: Int, count: Int) throws {
+    package init(workers: Int, count: Int) throws {
         var made: [Workspace<Element>] = []
         made.reserveCapacity(workers)
         do {
@@ -37,13 +36,13 @@ struct PerWorker<Element> {
         buffers = made
     }
 
-    subscript(worker: Int) -> UnsafeMutablePointer<Element> { buffers[worker].pointer }
+    package subscript(worker: Int) -> UnsafeMutablePointer<Element> { buffers[worker].pointer }
 
-    func deallocate() { for buffer in buffers { buffer.deallocate() } }
+    package func deallocate() { for buffer in buffers { buffer.deallocate() } }
 }
 
 /// `a * b`, or an overflow error naming `what`.
-func checkedProduct(_ values: Int..., what: String) throws -> Int {
+package func checkedProduct(_ values: Int..., what: String) throws -> Int {
     var result = 1
     for value in values {
         let (product, overflow) = result.multipliedReportingOverflow(by: value)

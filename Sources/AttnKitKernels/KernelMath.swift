@@ -1,3 +1,7 @@
+// Compiled once per ISA (AttnKitKernels for AVX-512, AttnKitKernelsPortable for
+// the baseline; the second is a symlink to this file).
+import AttnKitCore
+
 /// a·b + c, fused where the build targets a CPU with FMA (the native AVX-512
 /// build); the portable build keeps a separate multiply and add, because
 /// SIMD's addingProduct is a lane loop of fmaf calls without FMA hardware.
@@ -51,34 +55,15 @@ public func fastExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
     return result
 }
 
-/// Lane-wise maximum that keeps `a` where `b` is NaN (NaN scores propagate
-/// through exp instead).
+/// tanh(x) = sign(x)·(1 − 2/(e^{2|x|} + 1)), vectorized.
 @_transparent
-func lanewiseMax(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
-    var result = a
-    result.replace(with: b, where: b .> a)
+public func fastTanh(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    let zero = SIMD16<Float>(), one = SIMD16<Float>(repeating: 1), two = SIMD16<Float>(repeating: 2)
+    var magnitude = x
+    magnitude.replace(with: zero - x, where: x .< zero)
+    let e = fastExp(two * magnitude)
+    var result = one - two / (e + one)
+    result.replace(with: zero - result, where: x .< zero)
+    result.replace(with: x, where: x .!= x)
     return result
-}
-
-/// Loads `count` (< 16) floats and fills the other lanes with `fill`.
-@inlinable @inline(__always)
-func loadPartial(_ pointer: UnsafePointer<Float>, count: Int, fill: Float) -> SIMD16<Float> {
-    var vector = SIMD16<Float>(repeating: fill)
-    for lane in 0..<count { vector[lane] = pointer[lane] }
-    return vector
-}
-
-@inlinable @inline(__always)
-func storePartial(_ vector: SIMD16<Float>, _ pointer: UnsafeMutablePointer<Float>, count: Int) {
-    for lane in 0..<count { pointer[lane] = vector[lane] }
-}
-
-@_transparent
-func load16(_ pointer: UnsafePointer<Float>) -> SIMD16<Float> {
-    UnsafeRawPointer(pointer).loadUnaligned(as: SIMD16<Float>.self)
-}
-
-@_transparent
-func store16(_ vector: SIMD16<Float>, _ pointer: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(pointer).storeBytes(of: vector, as: SIMD16<Float>.self)
 }

@@ -50,34 +50,12 @@ public func contiguousStrides(_ shape: [Int]) -> [Int] {
     return strides
 }
 
-/// A 2-D strided window into memory: the unit kernels work on.
-@usableFromInline
-struct MatrixView<Element> {
-    @usableFromInline var base: UnsafePointer<Element>
-    @usableFromInline var rows: Int
-    @usableFromInline var cols: Int
-    @usableFromInline var rowStride: Int
-    @usableFromInline var colStride: Int
-
-    @inlinable @inline(__always)
-    subscript(row: Int, col: Int) -> Element { base[row &* rowStride &+ col &* colStride] }
-}
-
-@usableFromInline
-struct MutableMatrixView<Element> {
-    @usableFromInline var base: UnsafeMutablePointer<Element>
-    @usableFromInline var rows: Int
-    @usableFromInline var cols: Int
-    @usableFromInline var rowStride: Int
-    @usableFromInline var colStride: Int
-}
-
 // MARK: - Validation shared by every entry point
 
 /// Checks that `shape` and `strides` describe a tensor whose every element
 /// offset is computable without overflow, and that data is present when the
 /// tensor has elements.
-func validateLayout(_ name: String, shape: [Int], strides: [Int], hasData: Bool) throws {
+package func validateLayout(_ name: String, shape: [Int], strides: [Int], hasData: Bool) throws {
     guard shape.count == strides.count else {
         throw AttnError.shape(argument: name, rule: "has \(shape.count) dims but \(strides.count) strides")
     }
@@ -113,20 +91,20 @@ func validateLayout(_ name: String, shape: [Int], strides: [Int], hasData: Bool)
 
 /// Outputs are written in parallel, so no two elements may share an address
 /// through a zero stride.
-func validateWritable(_ name: String, shape: [Int], strides: [Int]) throws {
+package func validateWritable(_ name: String, shape: [Int], strides: [Int]) throws {
     for axis in 0..<shape.count where shape[axis] > 1 && strides[axis] == 0 {
         throw AttnError.shape(argument: "\(name).strides[\(axis)]",
                               rule: "must not be 0 for an output dimension of size \(shape[axis])")
     }
 }
 
-func requireRank(_ name: String, _ shape: [Int], _ rank: Int, _ layout: String) throws {
+package func requireRank(_ name: String, _ shape: [Int], _ rank: Int, _ layout: String) throws {
     guard shape.count == rank else {
         throw AttnError.shape(argument: name, rule: "must have rank \(rank) \(layout), got rank \(shape.count)")
     }
 }
 
-func requireExtent(_ name: String, _ shape: [Int], axis: Int, equals expected: Int, _ why: String) throws {
+package func requireExtent(_ name: String, _ shape: [Int], axis: Int, equals expected: Int, _ why: String) throws {
     guard shape[axis] == expected else {
         throw AttnError.shape(argument: "\(name).shape[\(axis)]", rule: "must equal \(why) (\(expected)), got \(shape[axis])")
     }
