@@ -132,8 +132,13 @@ public enum FlashEngine {
                 applyDropout(unit, options: options, rowStart: rowStart, tileStart: tileStart, tileKeys: tileKeys,
                              probabilities: scratch.scoresT)
             }
-            accumulateValues(outT: scratch.outT, valueDim: valueDim, probabilities: scratch.scoresT,
-                             values: valueRows, keys: tileKeys, rescale: states.rescale)
+            if allFinite(valueRows, count: tileKeys * valueDim) {
+                accumulateValues(outT: scratch.outT, valueDim: valueDim, probabilities: scratch.scoresT,
+                                 values: valueRows, keys: tileKeys, rescale: states.rescale)
+            } else {
+                accumulateValuesSkippingExcluded(outT: scratch.outT, valueDim: valueDim, probabilities: scratch.scoresT,
+                                                 values: valueRows, keys: tileKeys, rescale: states.rescale)
+            }
             tileStart += tileKeys
         }
         finish(unit, options: options, rowStart: rowStart, rows: rows, outT: scratch.outT, states: states)
@@ -403,6 +408,45 @@ public enum FlashEngine {
             }
             store16(a0, o); store16(a1, o + 16); store16(a2, o + 32); store16(a3, o + 48)
             e += 1
+        }
+    }
+
+    /// Whether every one of `count` floats is finite (a NaN or ±Inf in V needs the slow path).
+    @inline(__always)
+    static func allFinite(_ values: UnsafePointer<Float>, count: Int) -> Bool {
+        var bad = SIMDMask<SIMD16<Int32>>()
+        var index = 0
+        while index + 16 <= count {
+            let x = load16(values + index)
+            // |x| == inf or x != x, without a lane-loop abs: x − x is NaN exactly for non-finite x.
+            let difference = x - x
+            bad .|= difference .!= difference
+            index += 16
+        }
+        while index < count {
+            if !values[index].isFinite { return false }
+            index += 1
+        }
+        return !any(bad)
+    }
+
+    /// The same sum as accumulateValues, but a V row only reaches the rows that
+    /// gave it a nonzero probability: a NaN or Inf in V must not turn 0·NaN into
+    /// NaN in rows that never attend its key (spec section 4). Taken only for
+    /// tiles whose V holds a non-finite value.
+    static func accumulateValuesSkippingExcluded(outT: UnsafeMutablePointer<Float>, valueDim: Int,
+                                                 probabilities: UnsafeMutablePointer<Float>, values: UnsafePointer<Float>,
+                                                 keys: Int, rescale: UnsafeMutablePointer<Float>) {
+        for e in 0..<valueDim {
+            let o = outT + e &* rowsPerTask
+            for row in 0..<rowsPerTask {
+                var sum = o[row] * rescale[row]
+                for key in 0..<keys {
+                    let p = probabilities[key &* rowsPerTask &+ row]
+                    if p != 0 { sum += p * values[key &* valueDim &+ e] }
+                }
+                o[row] = sum
+            }
         }
     }
 

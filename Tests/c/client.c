@@ -124,6 +124,9 @@ int main(void) {
     status = attn_sdpa_forward(&sdpa, &sq, &sk, &sv, NULL, &so);
     CHECK(status == ATTN_ERR_INVALID_ARGUMENT && strstr(attn_last_error(), "dropout_p"), "dropout_p=2: %s", attn_last_error());
 
+    int32_t isa = -1;
+    CHECK(attn_get_isa(&isa) == ATTN_OK && (isa == ATTN_ISA_GENERIC || isa == ATTN_ISA_AVX512), "isa %d", isa);
+
     int32_t threads = 0;
     CHECK(attn_get_num_threads(&threads) == ATTN_OK && threads >= 1, "threads %d", threads);
     CHECK(attn_set_num_threads(0) == ATTN_ERR_INVALID_ARGUMENT, "set_num_threads(0) accepted");

@@ -78,7 +78,7 @@ def sdpa_reference(query, key, value, attn_mask=None, is_causal=False, scale=Non
         else:
             scores = scores + mask.double()
     scores = scores.masked_fill(~allowed, -math.inf)
-    any_allowed = (scores > -math.inf).any(-1, keepdim=True)
+    any_allowed = ((scores > -math.inf) | scores.isnan()).any(-1, keepdim=True)   # NaN is never hidden
     weights = torch.softmax(scores, dim=-1)
     weights = torch.where(any_allowed, weights, torch.zeros((), dtype=torch.float64))
     return weights @ v
