@@ -1,12 +1,11 @@
 """The main job: attnkit against torch on default shapes, parity and speed in one table.
 
 Each row runs one attnkit entry point and its torch counterpart on the same
-inputs. "err vs fp64" is max|ours − fp64 reference| and "torch err" the same for
-torch, so the two columns say who is closer to the exact answer. Times are
-medians of interleaved runs on the same threads.
+inputs, timed alternately (medians). Error columns are max|out − reference|:
+fp64 math for fp32 rows, fp32 math on the same rounded inputs for fp16/bf16
+rows, so the two columns say who is closer to the exact answer.
 """
 import argparse
-import math
 import os
 import sys
 
@@ -14,69 +13,33 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnkit  # noqa: E402
-from timing import attention_flops, median_ms, print_table  # noqa: E402
-
-
-def torch_eager(q, k, v, heads, dim, mask, causal):
-    """The textbook torch implementation the eager kernel replaces (spec section 1)."""
-    batch, seq, _ = q.shape
-    qh, kh, vh = (x.view(batch, seq, heads, dim).transpose(1, 2) for x in (q, k, v))
-    scores = qh @ kh.transpose(-1, -2)
-    allowed = torch.ones(batch, 1, seq, seq, dtype=torch.bool)
-    if mask is not None:
-        allowed = allowed & mask[:, None, None, :]
-    if causal:
-        allowed = allowed & torch.ones(seq, seq, dtype=torch.bool).tril()
-    weights = torch.softmax(scores.masked_fill(~allowed, -math.inf) / math.sqrt(dim), dim=-1)
-    weights = weights.nan_to_num(0.0)
-    return (weights @ vh).transpose(1, 2).reshape(batch, seq, heads * dim)
-
-
-def eager_rows(shapes, repeats):
-    rows = []
-    for batch, seq, heads, dim, causal, masked in shapes:
-        q, k, v = (torch.randn(batch, seq, heads * dim) for _ in range(3))
-        mask = (torch.rand(batch, seq) > 0.1) if masked else None
-        fn = attnkit.eager_causal_attention if causal else attnkit.eager_bidirectional_attention
-        ours = fn(q, k, v, heads, dim, mask)
-        theirs = torch_eager(q, k, v, heads, dim, mask, causal)
-        exact = torch_eager(q.double(), k.double(), v.double(), heads, dim, mask, causal)
-        ms_ours, ms_torch = median_ms([lambda: fn(q, k, v, heads, dim, mask),
-                                       lambda: torch_eager(q, k, v, heads, dim, mask, causal)], repeats=repeats)
-        flops = attention_flops(batch, heads, seq, seq, dim, causal)
-        name = "eager_causal" if causal else "eager_bidirectional"
-        rows.append([
-            name + ("+mask" if masked else ""), f"B{batch} S{seq} H{heads} D{dim}", "fp32",
-            f"{(ours - exact).abs().max().item():.1e}", f"{(theirs - exact).abs().max().item():.1e}",
-            f"{ms_ours:.2f}", f"{ms_torch:.2f}", f"{flops / ms_ours / 1e6:.0f}", f"{flops / ms_torch / 1e6:.0f}",
-            f"{ms_torch / ms_ours:.2f}x",
-        ])
-    return rows
-
-
-DEFAULT_EAGER = [
-    (4, 512, 8, 64, False, True),
-    (1, 1024, 8, 64, False, False),
-    (1, 2048, 8, 64, True, False),
-    (2, 1024, 16, 128, True, True),
-]
+from bench_eager import eager_rows  # noqa: E402
+from bench_flash import varlen_row  # noqa: E402
+from bench_lowp import lowp_rows  # noqa: E402
+from bench_sdpa import sdpa_rows  # noqa: E402
+from timing import print_table  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     attnkit.set_num_threads(args.threads)
-    print(f"attnkit {attnkit.__version__}, torch {torch.__version__}, {args.threads} threads, "
-          f"median of up to {args.repeats} interleaved runs\n")
-    headers = ["kernel", "shape", "dtype", "err vs fp64", "torch err", "attnkit ms", "torch ms",
-               "attnkit GFLOP/s", "torch GFLOP/s", "speedup"]
-    rows = eager_rows(DEFAULT_EAGER, args.repeats)
-    print_table(headers, rows)
-    print("\ntorch baseline for eager: the textbook torch code (matmul, masked_fill, softmax, matmul).")
+    print(f"attnkit {attnkit.__version__} ({attnkit.isa()} kernels), torch {torch.__version__}, "
+          f"{args.threads} threads; medians of up to {args.repeats} interleaved runs\n")
+    rows = []
+    rows += eager_rows([(4, 512, 8, 64, False, True), (1, 2048, 8, 64, True, False)], args.repeats)
+    rows += sdpa_rows([(1, 8, 1024, 64, False), (1, 8, 2048, 64, True), (4, 16, 512, 64, False)], args.repeats)
+    varlen = varlen_row(args.repeats)
+    rows.append(varlen[:2] + ["fp32"] + varlen[2:])
+    rows += [r[:5] + r[6:] for r in lowp_rows([(1, 8, 1024, 64, False)], args.repeats)]
+    print_table(["kernel", "shape", "dtype", "attnkit err", "torch err", "attnkit ms", "torch ms",
+                 "attnkit GFLOP/s", "torch GFLOP/s", "speedup"], rows)
+    print("\ntorch baselines: eager rows use the textbook torch code (matmul, masked_fill, softmax, matmul); "
+          "sdpa rows torch SDPA; the varlen row torch SDPA on the batch padded to its longest sequence.")
 
 
 if __name__ == "__main__":

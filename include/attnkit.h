@@ -209,6 +209,18 @@ attn_status attn_flash_forward(const attn_flash_params *params,
                                const attn_tensor *alibi_slopes,
                                const attn_tensor *out, const attn_tensor *softmax_lse);
 
+/* ---- Per-tensor asymmetric quantization (seed 001) ----
+ *   scale = (max - min) / (2^num_bits - 1), zero_point = -min / scale,
+ *   q = clamp(round_half_even(x / scale + zero_point), 0, 2^num_bits - 1),
+ *   dequantized x = scale * (q - zero_point).
+ * A constant tensor gets scale 1 and zero_point -min (exact round trip).
+ *   x: any shape, f32/f64/f16/bf16, finite;  q: same shape, u8 (written). */
+attn_status attn_quantize_per_tensor(const attn_tensor *x, int32_t num_bits, const attn_tensor *q,
+                                     double *scale, double *zero_point);
+/*   q: u8;  out: same shape, f32/f64/f16/bf16 (written). */
+attn_status attn_dequantize_per_tensor(const attn_tensor *q, double scale, double zero_point,
+                                       const attn_tensor *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,6 +6,7 @@ from . import _attnkit
 from ._random import manual_seed
 from .eager import eager_bidirectional_attention, eager_causal_attention
 from .flash import flash_attn_func, flash_attn_varlen_func, flash_bidirectional_attention, flash_causal_attention
+from .quantize import dequantize_per_tensor, quantize_per_tensor
 from .sdpa import scaled_dot_product_attention, sdpa_bidirectional_attention, sdpa_causal_attention
 
 
@@ -39,9 +40,11 @@ __all__ = [
     "flash_attn_varlen_func",
     "flash_bidirectional_attention",
     "flash_causal_attention",
+    "dequantize_per_tensor",
     "get_num_threads",
     "isa",
     "manual_seed",
+    "quantize_per_tensor",
     "scaled_dot_product_attention",
     "sdpa_bidirectional_attention",
     "sdpa_causal_attention",

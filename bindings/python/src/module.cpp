@@ -7,4 +7,5 @@ PYBIND11_MODULE(_attnkit, m) {
     attnkit_py::init_eager(m);
     attnkit_py::init_sdpa(m);
     attnkit_py::init_flash(m);
+    attnkit_py::init_quantize(m);
 }
