@@ -2,6 +2,9 @@
 import Glibc
 #endif
 import AttnKitCore
+#if ATTNKIT_AVX512
+import _Builtin_intrinsics.intel
+#endif
 
 // Compiled once per ISA (see Package.swift); AttnKit dispatches at run time.
 
@@ -173,6 +176,23 @@ public enum FlashEngine {
                 let floats = UnsafeRawPointer(from).assumingMemoryBound(to: Float.self)
                 while col < vectorWidth { store16(load16(floats + col), to + col); col += 16 }
             }
+            #if ATTNKIT_AVX512
+            // 16 halves at a time: vcvtph2ps (F16C/AVX-512F), or bf16 widened by a 16-bit shift.
+            if E.self == Float16.self && source.colStride == 1 {
+                while col < vectorWidth {
+                    let halves = UnsafeRawPointer(from + col).loadUnaligned(as: SIMD4<Int64>.self)
+                    store16(_mm512_cvtph_ps(halves), to + col)
+                    col += 16
+                }
+            } else if E.self == BFloat16.self && source.colStride == 1 {
+                while col < vectorWidth {
+                    let halves = UnsafeRawPointer(from + col).loadUnaligned(as: SIMD4<Int64>.self)
+                    let widened = _mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16)
+                    store16(unsafeBitCast(widened, to: SIMD16<Float>.self), to + col)
+                    col += 16
+                }
+            }
+            #endif
             while col < width { to[col] = E.toFloat(from[col &* source.colStride]); col += 1 }
         }
         return UnsafePointer(tile)
