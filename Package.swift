@@ -5,14 +5,14 @@ import PackageDescription
 // - AttnKitCore, AttnKit and AttnKitC are compiled for the baseline x86-64 ISA,
 //   so validation, planning and dispatch run on any CPU.
 // - The tiled kernels are compiled twice from the same file:
-//   AttnKitKernels for AVX-512 (skylake-avx512: F/CD/BW/DQ/VL, FMA, F16C) and
+//   AttnKitKernels for AVX-512 (cascadelake: F/CD/BW/DQ/VL and VNNI, FMA, F16C) and
 //   AttnKitKernelsPortable (a symlink to the same source) for the baseline.
 //   AttnKit picks one at run time from CPUID; ATTNKIT_ISA=generic forces the
 //   portable one.
 // Kernels build -Ounchecked in release: every bound they rely on is checked
 // once, up front, by the validating layer, which keeps Swift's checks.
 let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
-let avx512Flags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "skylake-avx512"]), .define("ATTNKIT_AVX512")]
+let avx512Flags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "cascadelake"]), .define("ATTNKIT_AVX512")]
 
 let package = Package(
     name: "attnkit",

@@ -89,7 +89,7 @@ attn_status attn_set_num_threads(int32_t num_threads);
 attn_status attn_get_num_threads(int32_t *num_threads);
 
 /* ---- Kernel ISA ----
- * The kernels are built for AVX-512 (F/CD/BW/DQ/VL, FMA, F16C) and for the
+ * The kernels are built for AVX-512 (F/CD/BW/DQ/VL and VNNI, FMA, F16C) and for the
  * baseline x86-64 ISA; CPUID picks one when the library first needs it. The
  * environment variable ATTNKIT_ISA=generic forces the baseline build. */
 enum {
@@ -208,6 +208,34 @@ attn_status attn_flash_forward(const attn_flash_params *params,
                                const attn_tensor *q, const attn_tensor *k, const attn_tensor *v,
                                const attn_tensor *alibi_slopes,
                                const attn_tensor *out, const attn_tensor *softmax_lse);
+
+/* ---- int8 scaled dot-product attention (SageAttention-style) ----
+ * attn_sdpa_forward's shapes, masks, causal and GQA rules (no dropout), with
+ * Q and K quantized on the fly to symmetric int8 (scale = absmax/127 per
+ * group), QK^T computed in int8 with int32 sums (vpdpbusd on AVX-512 VNNI) and
+ * dequantized by the product of the scales; softmax and P.V stay fp32.
+ * smooth_k subtracts K's mean over tokens first (the softmax is unchanged).
+ * Dtypes: f32, f16 or bf16. */
+enum {
+    ATTN_QK_QUANT_PER_BLOCK = 0,  /* Q: per 64 query rows; K: per 64 keys */
+    ATTN_QK_QUANT_PER_TOKEN = 1,
+    ATTN_QK_QUANT_PER_TENSOR = 2
+};
+
+typedef struct attn_int8_sdpa_params {
+    uint32_t struct_size; /* sizeof(attn_int8_sdpa_params) */
+    int32_t is_causal;    /* 0 or 1 */
+    int32_t enable_gqa;   /* 0 or 1 */
+    int32_t has_scale;    /* 0: scale = 1/sqrt(E) */
+    double scale;
+    int32_t qk_quant;     /* ATTN_QK_QUANT_* */
+    int32_t smooth_k;     /* 0 or 1 */
+} attn_int8_sdpa_params;
+
+attn_status attn_int8_sdpa_forward(const attn_int8_sdpa_params *params,
+                                   const attn_tensor *query, const attn_tensor *key,
+                                   const attn_tensor *value, const attn_tensor *attn_mask,
+                                   const attn_tensor *out);
 
 /* ---- Per-tensor asymmetric quantization (seed 001) ----
  *   scale = (max - min) / (2^num_bits - 1), zero_point = -min / scale,

@@ -8,7 +8,7 @@ import Glibc
 
 /// The instruction sets the kernels are built for.
 public enum KernelISA: String, Sendable {
-    /// AVX-512 F/CD/BW/DQ/VL with FMA and F16C (compiled as skylake-avx512).
+    /// AVX-512 F/CD/BW/DQ/VL and VNNI with FMA and F16C (compiled as cascadelake).
     case avx512
     /// The baseline x86-64 build.
     case generic

@@ -89,6 +89,38 @@ package enum ElementMask<E> {
     case additive(Strided2D<E>)
 }
 
+/// The int8 keys of one KV head, quantized by the planner for the int8 QKᵀ path.
+///
+/// Layout (format version `int8KeyFormatVersion`):
+///   values: [keys][paddedDim] Int8, row-major; paddedDim = headDim rounded up to a
+///           multiple of 4 (one VNNI group), padding zero;
+///   scales: [keys] Float: key row j dequantizes as scales[j]·values[j][d];
+///   sums:   [keys] Int32: Σ_d values[j][d], which undoes the +128 shift that makes
+///           the queries unsigned for vpdpbusd (u8 × s8).
+package struct Int8Keys {
+    package var values: UnsafePointer<Int8>
+    package var scales: UnsafePointer<Float>
+    package var sums: UnsafePointer<Int32>
+    package var paddedDim: Int
+
+    package init(values: UnsafePointer<Int8>, scales: UnsafePointer<Float>, sums: UnsafePointer<Int32>, paddedDim: Int) {
+        self.values = values; self.scales = scales; self.sums = sums; self.paddedDim = paddedDim
+    }
+}
+
+/// Bumped whenever Int8Keys' layout changes.
+package let int8KeyFormatVersion = 1
+
+/// How the int8 path scales Q: symmetric, absmax/127 over the given group.
+package enum Int8QueryScale {
+    /// One scale for the whole query tensor (dequantization scale given).
+    case perTensor(Float)
+    /// One scale per query row.
+    case perToken
+    /// One scale per block of 64 query rows (the engine's task block).
+    case perBlock
+}
+
 /// One (sequence, query head) of an attention call: the unit the engine tiles.
 ///
 ///     q:   [queries, headDim]     k: [keys, headDim]     v: [keys, valueDim]
@@ -110,6 +142,8 @@ package struct AttentionUnit<E> {
     package var diagonal: Int
     /// Distinguishes this unit's dropout pattern from every other unit's.
     package var dropoutStream: UInt64
+    /// Set by the int8 planner: QKᵀ then runs on these keys in int8.
+    package var int8Keys: Int8Keys? = nil
 
     package init(q: Strided2D<E>, k: Strided2D<E>, v: Strided2D<E>, out: MutableStrided2D<E>,
                  lse: UnsafeMutablePointer<Float>?, lseStride: Int, queries: Int, keys: Int, mask: ElementMask<E>,
@@ -135,6 +169,8 @@ package struct AttentionOptions {
     package var seed: UInt64 = 0
     /// The lse written for a query with no allowed key.
     package var emptyRowLSE: Float = .infinity
+    /// With units carrying int8Keys: how Q is quantized.
+    package var int8Query: Int8QueryScale = .perBlock
 
     package init(headDim: Int, valueDim: Int, scale: Float) {
         self.headDim = headDim; self.valueDim = valueDim; self.scale = scale

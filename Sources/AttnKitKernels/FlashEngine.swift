@@ -62,13 +62,24 @@ public enum FlashEngine {
         defer { keyTiles.deallocate() }
         let valueTiles = try PerWorker<Float>(workers: workers, count: try checkedProduct(keysPerTile, Swift.max(options.valueDim, 1), what: "v"))
         defer { valueTiles.deallocate() }
+        // The int8 path's quantized Q block, row scales and int32 scores (small when unused).
+        let usesInt8 = units.contains { $0.int8Keys != nil }
+        let groups = (options.headDim + 3) / 4
+        let int8Queries = try PerWorker<UInt8>(workers: workers, count: usesInt8 ? try checkedProduct(groups, rowsPerTask, 4, what: "q") : 1)
+        defer { int8Queries.deallocate() }
+        let int8RowScales = try PerWorker<Float>(workers: workers, count: rowsPerTask)
+        defer { int8RowScales.deallocate() }
+        let int8Scores = try PerWorker<Int32>(workers: workers, count: usesInt8 ? keysPerTile * rowsPerTask : 1)
+        defer { int8Scores.deallocate() }
         tasks.withUnsafeBufferPointer { taskList in
             units.withUnsafeBufferPointer { unitList in
                 parallelFor(count: taskList.count, threads: workers) { task, worker in
                     let (unit, block, _) = taskList[task]
                     let scratch = TileScratch(queryT: queryTiles[worker], scoresT: scoreTiles[worker], outT: outTiles[worker],
                                               keys: keyTiles[worker], values: valueTiles[worker],
-                                              states: RowStates(base: stateTiles[worker]))
+                                              states: RowStates(base: stateTiles[worker]),
+                                              int8Query: int8Queries[worker], int8RowScales: int8RowScales[worker],
+                                              int8Scores: int8Scores[worker])
                     runTask(unitList[Int(unit)], rowStart: Int(block) * rowsPerTask, options: options, scratch: scratch)
                 }
             }
@@ -82,6 +93,9 @@ public enum FlashEngine {
         let keys: UnsafeMutablePointer<Float>     // [keysPerTile][headDim]: this tile's K rows, in fp32
         let values: UnsafeMutablePointer<Float>   // [keysPerTile][valueDim]: this tile's V rows, in fp32
         let states: RowStates
+        let int8Query: UnsafeMutablePointer<UInt8>     // [groups][64][4]: Q in int8 (+128), int8 path only
+        let int8RowScales: UnsafeMutablePointer<Float> // [64]: Q's dequantization scale · softmax scale
+        let int8Scores: UnsafeMutablePointer<Int32>    // [keysPerTile][64]: exact int32 Q·Kᵀ
     }
 
     /// The online softmax state of the task's 64 rows, kept in scratch memory
@@ -113,8 +127,14 @@ public enum FlashEngine {
         let last = options.keyRange(row: rowEnd - 1, diagonal: unit.diagonal, keys: unit.keys)
         let keyStart = first.lo, keyStop = last.hi + 1
 
-        packQueryTransposed(unit, rowStart: rowStart, rows: rows, dim: dim, paddedDim: paddedDim,
-                            scale: options.scale, into: scratch.queryT)
+        let groups = (dim + 3) / 4
+        if unit.int8Keys != nil {
+            packQueryInt8(unit, rowStart: rowStart, rows: rows, dim: dim, groups: groups, mode: options.int8Query,
+                          softmaxScale: options.scale, into: scratch.int8Query, rowScales: scratch.int8RowScales)
+        } else {
+            packQueryTransposed(unit, rowStart: rowStart, rows: rows, dim: dim, paddedDim: paddedDim,
+                                scale: options.scale, into: scratch.queryT)
+        }
         scratch.outT.update(repeating: 0, count: valueDim * rowsPerTask)
         let states = scratch.states
         states.reset()
@@ -125,9 +145,17 @@ public enum FlashEngine {
             // K and V rows are copied into contiguous fp32 tiles: whatever the input's
             // strides and dtype, the inner loops then read L1-resident, unit-stride rows
             // (a (B, S, H, D) layout would otherwise touch one page per key).
-            let keyRows = packRows(unit.k, start: tileStart, count: tileKeys, width: dim, into: scratch.keys)
             let valueRows = packRows(unit.v, start: tileStart, count: tileKeys, width: valueDim, into: scratch.values)
-            scoreTile(queryT: scratch.queryT, realDim: dim, keys: keyRows, keyCount: tileKeys, into: scratch.scoresT)
+            if let int8 = unit.int8Keys {
+                // SageAttention-style: QKᵀ in int8 with int32 sums, then back to fp32.
+                int8ScoreTile(queryU8: scratch.int8Query, groups: groups, keys: int8.values + tileStart &* int8.paddedDim,
+                              keySums: int8.sums + tileStart, keyCount: tileKeys, into: scratch.int8Scores)
+                dequantizeScores(scratch.int8Scores, rowScales: scratch.int8RowScales, keyScales: int8.scales + tileStart,
+                                 keyCount: tileKeys, into: scratch.scoresT)
+            } else {
+                let keyRows = packRows(unit.k, start: tileStart, count: tileKeys, width: dim, into: scratch.keys)
+                scoreTile(queryT: scratch.queryT, realDim: dim, keys: keyRows, keyCount: tileKeys, into: scratch.scoresT)
+            }
             transformScores(unit, options: options, rowStart: rowStart, rows: rows, tileStart: tileStart,
                             tileKeys: tileKeys, scores: scratch.scoresT)
             for chunk in 0..<chunks { updateSoftmax(states, chunk: chunk, scores: scratch.scoresT, tileKeys: tileKeys) }

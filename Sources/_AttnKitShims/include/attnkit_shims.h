@@ -6,8 +6,8 @@
 #include <stdint.h>
 
 // 1 if the CPU and the OS support what attnkit's AVX-512 kernels (compiled as
-// skylake-avx512) execute: AVX-512 F/CD/BW/DQ/VL, FMA, F16C, with the OS
-// saving the zmm and mask state.
+// cascadelake) execute: AVX-512 F/CD/BW/DQ/VL and VNNI, FMA, F16C, with the
+// OS saving the zmm and mask state.
 static inline int attn_shim_cpu_has_avx512(void) {
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
@@ -19,7 +19,8 @@ static inline int attn_shim_cpu_has_avx512(void) {
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
     const int f = (ebx >> 16) & 1, dq = (ebx >> 17) & 1, cd = (ebx >> 28) & 1;
     const int bw = (ebx >> 30) & 1, vl = (ebx >> 31) & 1;
-    return f && dq && cd && bw && vl;
+    const int vnni = (ecx >> 11) & 1;
+    return f && dq && cd && bw && vl && vnni;
 }
 
 #endif

@@ -7,7 +7,8 @@ from ._random import manual_seed
 from .eager import eager_bidirectional_attention, eager_causal_attention
 from .flash import flash_attn_func, flash_attn_varlen_func, flash_bidirectional_attention, flash_causal_attention
 from .quantize import dequantize_per_tensor, quantize_per_tensor
-from .sdpa import scaled_dot_product_attention, sdpa_bidirectional_attention, sdpa_causal_attention
+from .sdpa import (int8_scaled_dot_product_attention, scaled_dot_product_attention, sdpa_bidirectional_attention,
+                   sdpa_causal_attention)
 
 
 def _version_string(number):
@@ -42,6 +43,7 @@ __all__ = [
     "flash_causal_attention",
     "dequantize_per_tensor",
     "get_num_threads",
+    "int8_scaled_dot_product_attention",
     "isa",
     "manual_seed",
     "quantize_per_tensor",

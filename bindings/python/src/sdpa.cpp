@@ -36,3 +36,34 @@ void init_sdpa(py::module_ &m) {
 }
 
 }  // namespace attnkit_py
+
+namespace attnkit_py {
+
+void init_int8_sdpa(py::module_ &m) {
+    m.def(
+        "int8_sdpa_forward",
+        [](py::handle query, py::handle key, py::handle value, py::handle attn_mask, py::handle out, bool is_causal,
+           bool enable_gqa, std::optional<double> scale, int qk_quant, bool smooth_k) {
+            const attn_tensor tq = describe(query, "query"), tk = describe(key, "key"), tv = describe(value, "value");
+            const attn_tensor to = describe(out, "out");
+            const bool has_mask = !attn_mask.is_none();
+            const attn_tensor tm = has_mask ? describe(attn_mask, "attn_mask") : attn_tensor{};
+            attn_int8_sdpa_params params{};
+            params.struct_size = sizeof params;
+            params.is_causal = is_causal ? 1 : 0;
+            params.enable_gqa = enable_gqa ? 1 : 0;
+            params.has_scale = scale.has_value() ? 1 : 0;
+            params.scale = scale.value_or(0.0);
+            params.qk_quant = qk_quant;
+            params.smooth_k = smooth_k ? 1 : 0;
+            attn_status status;
+            {
+                py::gil_scoped_release release;
+                status = attn_int8_sdpa_forward(&params, &tq, &tk, &tv, has_mask ? &tm : nullptr, &to);
+            }
+            raise_if_error(status);
+        },
+        "int8-QK SDPA into preallocated out; see attn_int8_sdpa_forward.");
+}
+
+}  // namespace attnkit_py

@@ -1,0 +1,185 @@
+import AttnKitCore
+
+/// How Q and K are grouped for their int8 scales (symmetric, absmax/127).
+public enum QKQuantization: String, CaseIterable, Sendable {
+    /// Q: one scale per block of 64 query rows; K: one per block of 64 keys.
+    case perBlock = "per_block"
+    /// One scale per query row and per key.
+    case perToken = "per_token"
+    /// One scale for all of Q and one for all of K.
+    case perTensor = "per_tensor"
+}
+
+/// SageAttention-style SDPA (spec section 5): torch SDPA's shapes, masks, causal
+/// and GQA rules, with QKᵀ computed from int8 Q and K (int32 sums, vpdpbusd on
+/// AVX-512 VNNI) and dequantized by the product of their scales; the online
+/// softmax and P·V stay fp32. `smoothK` subtracts K's mean over tokens first,
+/// which shifts every score of a row by the same amount and so leaves the
+/// softmax unchanged while shrinking K's range (and its quantization error).
+public struct Int8ScaledDotProductAttention {
+    public var isCausal: Bool
+    public var scale: Double?
+    public var enableGQA: Bool
+    public var qkQuant: QKQuantization
+    public var smoothK: Bool
+
+    public init(isCausal: Bool = false, scale: Double? = nil, enableGQA: Bool = false,
+                qkQuant: QKQuantization = .perBlock, smoothK: Bool = true) {
+        self.isCausal = isCausal; self.scale = scale; self.enableGQA = enableGQA
+        self.qkQuant = qkQuant; self.smoothK = smoothK
+    }
+
+    @_specialize(where E == Float)
+    @_specialize(where E == Float16)
+    @_specialize(where E == BFloat16)
+    public func callAsFunction<E: AttnStorage>(query: StridedTensor<E>, key: StridedTensor<E>, value: StridedTensor<E>,
+                                               mask: SDPAMask<E>? = nil, out: MutableStridedTensor<E>,
+                                               threads: Int = ThreadSettings.numThreads) throws {
+        guard E.self != Double.self else {
+            throw AttnError.dtype(argument: "query.dtype", rule: "must be f32, f16 or bf16 for the int8 path, got f64")
+        }
+        let sdpa = ScaledDotProductAttention(isCausal: isCausal, scale: scale, enableGQA: enableGQA)
+        var (units, options) = try sdpa.plan(query: query, key: key, value: value, mask: mask, out: out)
+        if units.isEmpty { return }
+        let keys = try QuantizedKeys(units: &units, headDim: options.headDim, mode: qkQuant, smooth: smoothK,
+                                     threads: threads)
+        defer { keys.deallocate() }
+        switch qkQuant {
+        case .perTensor: options.int8Query = .perTensor(queryTensorScale(units, headDim: options.headDim))
+        case .perToken: options.int8Query = .perToken
+        case .perBlock: options.int8Query = .perBlock
+        }
+        try KernelDispatch.runFlash(units: units, options: options, threads: threads)
+    }
+
+    /// absmax(Q)/127 over every unit (1 for an all-zero Q).
+    func queryTensorScale<E: AttnStorage>(_ units: [AttentionUnit<E>], headDim: Int) -> Float {
+        var largest: Float = 0
+        for unit in units {
+            for row in 0..<unit.queries {
+                for d in 0..<headDim { largest = Swift.max(largest, abs(E.toFloat(unit.q.pointer(row, d).pointee))) }
+            }
+        }
+        return largest > 0 && largest.isFinite ? largest / 127 : 1
+    }
+}
+
+/// The int8 copy of every distinct KV head's keys (GQA groups share one), in
+/// the Int8Keys layout; the units are pointed at it.
+struct QuantizedKeys {
+    static let keysPerBlock = 64
+
+    let values: Workspace<Int8>
+    let scales: Workspace<Float>
+    let sums: Workspace<Int32>
+
+    @_specialize(where E == Float)
+    @_specialize(where E == Float16)
+    @_specialize(where E == BFloat16)
+    init<E: AttnStorage>(units: inout [AttentionUnit<E>], headDim: Int, mode: QKQuantization, smooth: Bool,
+                         threads: Int) throws {
+        let paddedDim = (headDim + 3) & ~3
+        // Distinct KV heads, by the address of their first key row.
+        var headIndex: [UnsafeRawPointer: Int] = [:]
+        var heads: [(source: Strided2D<E>, keys: Int, offset: Int)] = []
+        var totalKeys = 0
+        for unit in units where headIndex[UnsafeRawPointer(unit.k.base)] == nil {
+            headIndex[UnsafeRawPointer(unit.k.base)] = heads.count
+            heads.append((unit.k, unit.keys, totalKeys))
+            totalKeys += unit.keys
+        }
+        values = try Workspace<Int8>(count: try checkedProduct(Swift.max(totalKeys, 1), paddedDim, what: "key"))
+        scales = try Workspace<Float>(count: Swift.max(totalKeys, 1))
+        sums = try Workspace<Int32>(count: Swift.max(totalKeys, 1))
+        values.pointer.update(repeating: 0, count: Swift.max(totalKeys, 1) * paddedDim)
+
+        // Pass 1, parallel over heads: each head's mean over tokens (smoothing) and
+        // the largest |K − mean| (for per-tensor scales).
+        let means = try Workspace<Float>(count: Swift.max(heads.count * headDim, 1))
+        defer { means.deallocate() }
+        let headMax = try Workspace<Float>(count: Swift.max(heads.count, 1))
+        defer { headMax.deallocate() }
+        let meanBase = means.pointer, maxBase = headMax.pointer
+        heads.withUnsafeBufferPointer { list in
+            parallelFor(count: list.count, threads: threads) { headNumber, _ in
+                let head = list[headNumber]
+                let mean = meanBase + headNumber * headDim
+                mean.update(repeating: 0, count: headDim)
+                if smooth && head.keys > 0 {
+                    // Row by row, so K is read in memory order; sums in fp64.
+                    var totals = [Double](repeating: 0, count: headDim)
+                    for j in 0..<head.keys {
+                        let row = head.source.pointer(j, 0)
+                        for d in 0..<headDim { totals[d] += E.toDouble(row[d &* head.source.colStride]) }
+                    }
+                    for d in 0..<headDim { mean[d] = Float(totals[d] / Double(head.keys)) }
+                }
+                var largest: Float = 0
+                if mode == .perTensor {
+                    for j in 0..<head.keys {
+                        let row = head.source.pointer(j, 0)
+                        for d in 0..<headDim { largest = Swift.max(largest, abs(E.toFloat(row[d &* head.source.colStride]) - mean[d])) }
+                    }
+                }
+                maxBase[headNumber] = largest
+            }
+        }
+        var tensorMax: Float = 0
+        for headNumber in heads.indices { tensorMax = Swift.max(tensorMax, maxBase[headNumber]) }
+
+        // Pass 2, parallel over heads: scales per group, int8 values, row sums.
+        func scaleFor(_ largest: Float) -> Float { largest > 0 && largest.isFinite ? largest / 127 : 1 }
+        let valueBase = values.pointer, scaleBase = scales.pointer, sumBase = sums.pointer
+        heads.withUnsafeBufferPointer { list in
+            parallelFor(count: list.count, threads: threads) { headNumber, _ in
+                let head = list[headNumber]
+                let mean = meanBase + headNumber * headDim
+                let colStride = head.source.colStride
+                @inline(__always) func centered(_ j: Int, _ d: Int) -> Float {
+                    E.toFloat(head.source.pointer(j, 0)[d &* colStride]) - mean[d]
+                }
+                var blockStart = 0
+                while blockStart < head.keys {
+                    let blockEnd: Int
+                    switch mode {
+                    case .perToken: blockEnd = blockStart + 1
+                    case .perBlock: blockEnd = Swift.min(head.keys, blockStart + Self.keysPerBlock)
+                    case .perTensor: blockEnd = head.keys
+                    }
+                    var largest = tensorMax
+                    if mode != .perTensor {
+                        largest = 0
+                        for j in blockStart..<blockEnd {
+                            for d in 0..<headDim { largest = Swift.max(largest, abs(centered(j, d))) }
+                        }
+                    }
+                    let scale = scaleFor(largest)
+                    for j in blockStart..<blockEnd {
+                        let destination = valueBase + (head.offset + j) * paddedDim
+                        var sum: Int32 = 0
+                        var finite = true
+                        for d in 0..<headDim {
+                            let value = centered(j, d)
+                            finite = finite && value.isFinite
+                            let level = Int8(Swift.max(-127, Swift.min(127, (value / scale).rounded(.toNearestOrEven))))
+                            destination[d] = level
+                            sum += Int32(level)
+                        }
+                        // A NaN or Inf key keeps poisoning its scores, as in the float kernels.
+                        scaleBase[head.offset + j] = finite ? scale : .nan
+                        sumBase[head.offset + j] = sum
+                    }
+                    blockStart = blockEnd
+                }
+            }
+        }
+        for index in units.indices {
+            let head = heads[headIndex[UnsafeRawPointer(units[index].k.base)]!]
+            units[index].int8Keys = Int8Keys(values: values.pointer + head.offset * paddedDim,
+                                             scales: scales.pointer + head.offset, sums: sums.pointer + head.offset,
+                                             paddedDim: paddedDim)
+        }
+    }
+
+    func deallocate() { values.deallocate(); scales.deallocate(); sums.deallocate() }
+}
