@@ -12,7 +12,8 @@ def _eager(q, k, v, num_heads, head_dim, mask, return_weights, causal):
     head_dim = check_int("head_dim", head_dim, minimum=1)
     out = empty_like_kind(q, q.shape)
     weights = None
-    if return_weights and q.ndim == 3 and k.ndim == 3:
+    # Allocated only for inputs that can be valid; otherwise the library names the broken rule.
+    if return_weights and q.ndim == 3 and k.ndim == 3 and q.shape[2] == num_heads * head_dim:
         weights = empty_like_kind(q, (q.shape[0], num_heads, q.shape[1], k.shape[1]))
     _attnkit.eager_forward(q, k, v, mask, out, weights, num_heads, head_dim, causal)
     if return_weights:
