@@ -187,7 +187,16 @@ typedef struct attn_flash_params {
     uint64_t seed;         /* dropout pattern; same seed, same bits */
     int64_t max_seqlen_q;  /* varlen: no sequence may be longer; ignored by attn_flash_forward */
     int64_t max_seqlen_k;
+    /* Added in 0.1 for the int8 path; a caller passing the struct without them
+     * (struct_size = ATTN_FLASH_PARAMS_V1_SIZE) reads them as 0. */
+    int32_t int8_qk;       /* 1: QK^T in int8 as attn_int8_sdpa_forward (dropout must be 0) */
+    int32_t qk_quant;      /* ATTN_QK_QUANT_* when int8_qk */
+    int32_t smooth_k;      /* 0 or 1 when int8_qk; must be 0 with softcap > 0 */
+    int32_t reserved2;     /* 0 */
 } attn_flash_params;
+
+/* struct_size of attn_flash_params without the int8 fields. */
+#define ATTN_FLASH_PARAMS_V1_SIZE 80
 
 /* Packed variable-length batch.
  *   q: (total_q, Hq, D)  k: (total_k, Hk, D)  v: (total_k, Hk, Dv)   f32, f64, f16 or bf16
@@ -236,6 +245,22 @@ attn_status attn_int8_sdpa_forward(const attn_int8_sdpa_params *params,
                                    const attn_tensor *query, const attn_tensor *key,
                                    const attn_tensor *value, const attn_tensor *attn_mask,
                                    const attn_tensor *out);
+
+/* Varlen flash attention on caller-quantized Q and K (an int8 KV cache, say):
+ * nothing is quantized, QK^T runs on the given int8 values (int32 sums) and is
+ * dequantized by the given scales; softmax and P.V are fp32.
+ *   q_int8: (total_q, Hq, D) i8   q_scale: (total_q, Hq) f32   (q = q_scale * q_int8)
+ *   k_int8: (total_k, Hk, D) i8   k_scale: (total_k, Hk) f32   (broadcast views allowed)
+ *   v: (total_k, Hk, Dv) f32/f16/bf16; out, softmax_lse, cu_seqlens, alibi as
+ *   attn_flash_varlen_forward. params->int8_qk, qk_quant, smooth_k are ignored;
+ *   dropout_p must be 0. */
+attn_status attn_flash_varlen_int8_forward(const attn_flash_params *params,
+                                           const attn_tensor *q_int8, const attn_tensor *q_scale,
+                                           const attn_tensor *k_int8, const attn_tensor *k_scale,
+                                           const attn_tensor *v,
+                                           const attn_tensor *cu_seqlens_q, const attn_tensor *cu_seqlens_k,
+                                           const attn_tensor *alibi_slopes,
+                                           const attn_tensor *out, const attn_tensor *softmax_lse);
 
 /* ---- Per-tensor asymmetric quantization (seed 001) ----
  *   scale = (max - min) / (2^num_bits - 1), zero_point = -min / scale,

@@ -21,6 +21,18 @@ public struct FlashAttention {
     public var softcap: Double
     public var dropoutP: Double
     public var seed: UInt64
+    /// QKᵀ in int8 (SageAttention-style, as Int8ScaledDotProductAttention); nil: fp32.
+    public var int8: Int8QK?
+
+    public struct Int8QK {
+        public var qkQuant: QKQuantization
+        /// Subtract K's mean over each sequence's tokens first; not with softcap,
+        /// which is not shift-invariant.
+        public var smoothK: Bool
+        public init(qkQuant: QKQuantization = .perBlock, smoothK: Bool = true) {
+            self.qkQuant = qkQuant; self.smoothK = smoothK
+        }
+    }
 
     public init(causal: Bool = false, softmaxScale: Double? = nil, windowLeft: Int = -1, windowRight: Int = -1,
                 softcap: Double = 0, dropoutP: Double = 0, seed: UInt64 = 0) {
@@ -37,6 +49,17 @@ public struct FlashAttention {
                                        alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>,
                                        lse: MutableStridedTensor<Float>? = nil,
                                        threads: Int = ThreadSettings.numThreads, useReference: Bool = false) throws {
+        let units = try varlenUnits(q: q, k: k, v: v, cuSeqlensQ: cuSeqlensQ, cuSeqlensK: cuSeqlensK,
+                                    maxSeqlenQ: maxSeqlenQ, maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes,
+                                    out: out, lse: lse)
+        try execute(units: units, headDim: q.shape[2], valueDim: v.shape[2], threads: threads, useReference: useReference)
+    }
+
+    /// Checks the varlen layout and splits it into (sequence, head) units, sequence-major.
+    func varlenUnits<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
+                                     cuSeqlensQ: [Int], cuSeqlensK: [Int], maxSeqlenQ: Int, maxSeqlenK: Int,
+                                     alibiSlopes: Slopes?, out: MutableStridedTensor<E>,
+                                     lse: MutableStridedTensor<Float>?) throws -> [AttentionUnit<E>] {
         let layout = "(total, heads, head_dim)"
         try requireRank("q", q.shape, 3, layout)
         try requireRank("k", k.shape, 3, layout)
@@ -75,7 +98,7 @@ public struct FlashAttention {
                                            slope: slopes[sequence, head], stream: UInt64(units.count)))
             }
         }
-        try execute(units: units, geometry: geometry, threads: threads, useReference: useReference)
+        return units
     }
 
     public func batched<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
@@ -111,10 +134,12 @@ public struct FlashAttention {
                                            slope: slopes[b, head], stream: UInt64(units.count)))
             }
         }
-        try execute(units: units, geometry: geometry, threads: threads, useReference: useReference)
+        try execute(units: units, headDim: geometry.headDim, valueDim: geometry.valueDim, threads: threads,
+                    useReference: useReference)
     }
 
-    func execute<E: AttnStorage>(units: [AttentionUnit<E>], geometry: Geometry, threads: Int, useReference: Bool) throws {
+    /// The option rules shared by every flash entry point.
+    func validateOptions(headDim: Int) throws {
         guard dropoutP >= 0 && dropoutP <= 1 else {
             throw AttnError.invalidArgument(argument: "dropout_p", rule: "must be in [0, 1], got \(dropoutP)")
         }
@@ -124,15 +149,48 @@ public struct FlashAttention {
         guard windowLeft >= -1, windowRight >= -1 else {
             throw AttnError.invalidArgument(argument: "window_size", rule: "entries must be >= -1, got (\(windowLeft), \(windowRight))")
         }
-        let scale = softmaxScale ?? 1 / Double(geometry.headDim).squareRoot()
+        let scale = softmaxScale ?? 1 / Double(headDim).squareRoot()
         guard scale.isFinite else { throw AttnError.invalidArgument(argument: "softmax_scale", rule: "must be finite, got \(scale)") }
-        var options = AttentionOptions(headDim: geometry.headDim, valueDim: geometry.valueDim, scale: Float(scale))
+    }
+
+    func execute<E: AttnStorage>(units: [AttentionUnit<E>], headDim: Int, valueDim: Int, threads: Int,
+                                 useReference: Bool) throws {
+        var units = units
+        try validateOptions(headDim: headDim)
+        let scale = softmaxScale ?? 1 / Double(headDim).squareRoot()
+        var options = AttentionOptions(headDim: headDim, valueDim: valueDim, scale: Float(scale))
         options.softcap = Float(softcap)
         options.windowLeft = windowLeft
         options.windowRight = causal ? 0 : windowRight
         options.dropoutP = Float(dropoutP)
         options.seed = seed
         options.emptyRowLSE = .infinity
+        if let int8, !useReference {
+            guard E.self != Double.self else {
+                throw AttnError.dtype(argument: "q.dtype", rule: "must be f32, f16 or bf16 for the int8 path, got f64")
+            }
+            guard dropoutP == 0 else {
+                throw AttnError.invalidArgument(argument: "dropout_p", rule: "must be 0 on the int8 path, got \(dropoutP)")
+            }
+            guard !(int8.smoothK && softcap > 0) else {
+                throw AttnError.invalidArgument(
+                    argument: "smooth_k", rule: "must be False with softcap > 0 (softcap's tanh is not shift-invariant)")
+            }
+            units = units.filter { $0.queries > 0 } // zero-row units have nothing to quantize or write
+            if units.isEmpty { return }
+            let keys = try QuantizedKeys(units: &units, headDim: headDim, mode: int8.qkQuant,
+                                         smooth: int8.smoothK, threads: threads)
+            defer { keys.deallocate() }
+            switch int8.qkQuant {
+            case .perTensor:
+                options.int8Query = .perTensor(Int8ScaledDotProductAttention().queryTensorScale(units, headDim: headDim))
+            case .perToken: options.int8Query = .perToken
+            case .perBlock: options.int8Query = .perBlock
+            }
+            try KernelDispatch.runFlash(units: units, options: options, threads: threads)
+            if int8.smoothK { keys.correctLSE(units: units, scale: options.scale) }
+            return
+        }
         if useReference || E.self == Double.self {
             try AttentionReference.run(units: units, options: options, threads: useReference ? 1 : threads)
         } else {

@@ -72,6 +72,11 @@ struct QuantizedKeys {
     let values: Workspace<Int8>
     let scales: Workspace<Float>
     let sums: Workspace<Int32>
+    /// [heads][headDim]: the mean subtracted from each KV head's keys (0 without smoothing).
+    let means: Workspace<Float>
+    /// The KV head of each unit, an index into `means`.
+    let unitHeads: [Int]
+    let headDim: Int
 
     @_specialize(where E == Float)
     @_specialize(where E == Float16)
@@ -79,11 +84,12 @@ struct QuantizedKeys {
     init<E: AttnStorage>(units: inout [AttentionUnit<E>], headDim: Int, mode: QKQuantization, smooth: Bool,
                          threads: Int) throws {
         let paddedDim = (headDim + 3) & ~3
-        // Distinct KV heads, by the address of their first key row.
+        // Distinct KV heads, by the address of their first key row. Units with no
+        // keys are left out: their base may be the next sequence's first row.
         var headIndex: [UnsafeRawPointer: Int] = [:]
         var heads: [(source: Strided2D<E>, keys: Int, offset: Int)] = []
         var totalKeys = 0
-        for unit in units where headIndex[UnsafeRawPointer(unit.k.base)] == nil {
+        for unit in units where unit.keys > 0 && headIndex[UnsafeRawPointer(unit.k.base)] == nil {
             headIndex[UnsafeRawPointer(unit.k.base)] = heads.count
             heads.append((unit.k, unit.keys, totalKeys))
             totalKeys += unit.keys
@@ -95,8 +101,8 @@ struct QuantizedKeys {
 
         // Pass 1, parallel over heads: each head's mean over tokens (smoothing) and
         // the largest |K − mean| (for per-tensor scales).
-        let means = try Workspace<Float>(count: Swift.max(heads.count * headDim, 1))
-        defer { means.deallocate() }
+        means = try Workspace<Float>(count: Swift.max(heads.count * headDim, 1))
+        self.headDim = headDim
         let headMax = try Workspace<Float>(count: Swift.max(heads.count, 1))
         defer { headMax.deallocate() }
         let meanBase = means.pointer, maxBase = headMax.pointer
@@ -173,13 +179,35 @@ struct QuantizedKeys {
                 }
             }
         }
+        var unitHeads: [Int] = []
+        unitHeads.reserveCapacity(units.count)
         for index in units.indices {
-            let head = heads[headIndex[UnsafeRawPointer(units[index].k.base)]!]
+            guard units[index].keys > 0 else { unitHeads.append(-1); continue }   // nothing to score
+            unitHeads.append(headIndex[UnsafeRawPointer(units[index].k.base)]!)
+            let head = heads[unitHeads[index]]
             units[index].int8Keys = Int8Keys(values: values.pointer + head.offset * paddedDim,
                                              scales: scales.pointer + head.offset, sums: sums.pointer + head.offset,
                                              paddedDim: paddedDim)
         }
+        self.unitHeads = unitHeads
     }
 
-    func deallocate() { values.deallocate(); scales.deallocate(); sums.deallocate() }
+    /// Adds back what smoothing took out of each row's log-sum-exp:
+    /// lse_true = lse_smoothed + scale·(q_i · mean_k), since every score of row i
+    /// was shifted by that same amount. Rows with no key keep +inf.
+    func correctLSE<E: AttnStorage>(units: [AttentionUnit<E>], scale: Float) {
+        for (index, unit) in units.enumerated() {
+            guard let lse = unit.lse, unitHeads[index] >= 0 else { continue }
+            let mean = means.pointer + unitHeads[index] * headDim
+            for row in 0..<unit.queries {
+                let target = lse + row * unit.lseStride
+                guard target.pointee.isFinite else { continue }
+                var dot = 0.0
+                for d in 0..<headDim { dot += E.toDouble(unit.q.pointer(row, d).pointee) * Double(mean[d]) }
+                target.pointee += Float(Double(scale) * dot)
+            }
+        }
+    }
+
+    func deallocate() { values.deallocate(); scales.deallocate(); sums.deallocate(); means.deallocate() }
 }

@@ -3,14 +3,33 @@ import CAttnKitABI
 
 /// The core options from a params struct, after range checks on its fields.
 private func flashOptions(_ params: UnsafePointer<attn_flash_params>?) throws -> (FlashAttention, attn_flash_params) {
-    let p = try readParams("params", params)
+    let p = try readParams("params", params, minimumSize: Int(ATTN_FLASH_PARAMS_V1_SIZE))
     try requireFlag("params->causal", p.causal)
     try requireFlag("params->has_scale", p.has_scale)
-    let attention = FlashAttention(
+    try requireFlag("params->int8_qk", p.int8_qk)
+    try requireFlag("params->smooth_k", p.smooth_k)
+    var attention = FlashAttention(
         causal: p.causal != 0, softmaxScale: p.has_scale != 0 ? p.softmax_scale : nil,
         windowLeft: Int(p.window_left), windowRight: Int(p.window_right), softcap: p.softcap,
         dropoutP: p.dropout_p, seed: p.seed)
+    if p.int8_qk != 0 {
+        guard let mode = qkQuantization(p.qk_quant) else {
+            throw ABIError(status: ATTN_ERR_INVALID_ARGUMENT,
+                           message: "params->qk_quant must be ATTN_QK_QUANT_PER_BLOCK, _PER_TOKEN or _PER_TENSOR, got \(p.qk_quant)")
+        }
+        attention.int8 = FlashAttention.Int8QK(qkQuant: mode, smoothK: p.smooth_k != 0)
+    }
     return (attention, p)
+}
+
+/// The QKQuantization of an ATTN_QK_QUANT_* code.
+func qkQuantization(_ code: Int32) -> QKQuantization? {
+    switch Int(code) {
+    case ATTN_QK_QUANT_PER_BLOCK: return .perBlock
+    case ATTN_QK_QUANT_PER_TOKEN: return .perToken
+    case ATTN_QK_QUANT_PER_TENSOR: return .perTensor
+    default: return nil
+    }
 }
 
 private let floatDtypes = attentionDtypes
@@ -77,5 +96,39 @@ public func attn_flash_forward(
                                   lse: lse?.mutableView(Float.self))
         }
         try withStorage(query.dtype) { try run($0) }
+    }
+}
+
+@_cdecl("attn_flash_varlen_int8_forward")
+public func attn_flash_varlen_int8_forward(
+    _ params: UnsafePointer<attn_flash_params>?,
+    _ qInt8: UnsafePointer<attn_tensor>?, _ qScale: UnsafePointer<attn_tensor>?,
+    _ kInt8: UnsafePointer<attn_tensor>?, _ kScale: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
+    _ cuSeqlensQ: UnsafePointer<attn_tensor>?, _ cuSeqlensK: UnsafePointer<attn_tensor>?,
+    _ alibiSlopes: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?, _ softmaxLse: UnsafePointer<attn_tensor>?
+) -> attn_status {
+    withStatus("attn_flash_varlen_int8_forward") {
+        var (attention, p) = try flashOptions(params)
+        attention.int8 = nil
+        let int8 = [Int32(ATTN_DTYPE_I8)], f32 = [Int32(ATTN_DTYPE_F32)]
+        let queries = try Descriptor("q_int8", qInt8, dtypes: int8)
+        let queryScales = try Descriptor("q_scale", qScale, dtypes: f32)
+        let keys = try Descriptor("k_int8", kInt8, dtypes: int8)
+        let keyScales = try Descriptor("k_scale", kScale, dtypes: f32)
+        let value = try Descriptor("v", v, dtypes: [Int32(ATTN_DTYPE_F32), Int32(ATTN_DTYPE_F16), Int32(ATTN_DTYPE_BF16)])
+        let output = try Descriptor("out", out, dtypes: attentionDtypes)
+        try output.requireDtype(value.dtype, sameAs: "v")
+        let cuQ = try cuSeqlens("cu_seqlens_q", cuSeqlensQ)
+        let cuK = try cuSeqlens("cu_seqlens_k", cuSeqlensK)
+        let slopes = try alibiSlopes.map { try Descriptor("alibi_slopes", $0, dtypes: f32) }
+        let lse = try softmaxLse.map { try Descriptor("softmax_lse", $0, dtypes: f32) }
+        func run<E: AttnStorage>(_: E.Type) throws {
+            try attention.varlenPrequantized(
+                qInt8: queries.view(Int8.self), qScale: queryScales.view(Float.self), kInt8: keys.view(Int8.self),
+                kScale: keyScales.view(Float.self), v: value.view(E.self), cuSeqlensQ: cuQ, cuSeqlensK: cuK,
+                maxSeqlenQ: Int(p.max_seqlen_q), maxSeqlenK: Int(p.max_seqlen_k), alibiSlopes: slopes?.view(Float.self),
+                out: output.mutableView(E.self), lse: lse?.mutableView(Float.self))
+        }
+        try withStorage(value.dtype) { try run($0) }
     }
 }

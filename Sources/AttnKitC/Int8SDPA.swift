@@ -13,10 +13,7 @@ public func attn_int8_sdpa_forward(
         try requireFlag("params->enable_gqa", options.enable_gqa)
         try requireFlag("params->has_scale", options.has_scale)
         try requireFlag("params->smooth_k", options.smooth_k)
-        let modes: [Int32: QKQuantization] = [Int32(ATTN_QK_QUANT_PER_BLOCK): .perBlock,
-                                              Int32(ATTN_QK_QUANT_PER_TOKEN): .perToken,
-                                              Int32(ATTN_QK_QUANT_PER_TENSOR): .perTensor]
-        guard let mode = modes[options.qk_quant] else {
+        guard let mode = qkQuantization(options.qk_quant) else {
             throw ABIError(status: ATTN_ERR_INVALID_ARGUMENT,
                            message: "params->qk_quant must be ATTN_QK_QUANT_PER_BLOCK, _PER_TOKEN or _PER_TENSOR, got \(options.qk_quant)")
         }

@@ -75,14 +75,23 @@ func withStorage(_ dtype: attn_dtype, _ body: (any AttnStorage.Type) throws -> V
     }
 }
 
-/// Reads a params struct whose first field is its size, after checking that
-/// the caller's struct is at least as large as the fields this version reads.
-func readParams<P>(_ name: String, _ pointer: UnsafePointer<P>?) throws -> P {
+/// Reads a params struct whose first field is its size (the libjpeg idea).
+/// A caller built against an older header passes a smaller struct: every
+/// field it has is read, and the fields added since read as zero, which each
+/// struct documents as the old behaviour. `minimumSize` is the size of the
+/// struct's first released version.
+func readParams<P>(_ name: String, _ pointer: UnsafePointer<P>?, minimumSize: Int? = nil) throws -> P {
     guard let pointer else { throw ABIError(status: ATTN_ERR_NULL_POINTER, message: "\(name) must not be NULL") }
-    let declared = UnsafeRawPointer(pointer).load(as: UInt32.self)
-    guard Int(declared) >= MemoryLayout<P>.size else {
+    let declared = Int(UnsafeRawPointer(pointer).load(as: UInt32.self))
+    let required = minimumSize ?? MemoryLayout<P>.size
+    guard declared >= required else {
         throw ABIError(status: ATTN_ERR_STRUCT_SIZE,
-                       message: "\(name)->struct_size must be at least \(MemoryLayout<P>.size), got \(declared)")
+                       message: "\(name)->struct_size must be at least \(required), got \(declared)")
     }
-    return pointer.pointee
+    if declared >= MemoryLayout<P>.size { return pointer.pointee }
+    let copy = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<P>.size, alignment: MemoryLayout<P>.alignment)
+    defer { copy.deallocate() }
+    copy.initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<P>.size)
+    copy.copyMemory(from: UnsafeRawPointer(pointer), byteCount: declared)
+    return copy.load(as: P.self)
 }

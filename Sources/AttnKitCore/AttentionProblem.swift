@@ -108,6 +108,21 @@ package struct Int8Keys {
     }
 }
 
+/// Caller-quantized int8 query rows: row i is values[i·rowStride + d·colStride]
+/// with dequantization scale scales[i·scaleStride].
+package struct Int8Rows {
+    package var values: UnsafePointer<Int8>
+    package var rowStride: Int
+    package var colStride: Int
+    package var scales: UnsafePointer<Float>
+    package var scaleStride: Int
+
+    package init(values: UnsafePointer<Int8>, rowStride: Int, colStride: Int, scales: UnsafePointer<Float>, scaleStride: Int) {
+        self.values = values; self.rowStride = rowStride; self.colStride = colStride
+        self.scales = scales; self.scaleStride = scaleStride
+    }
+}
+
 /// Bumped whenever Int8Keys' layout changes.
 package let int8KeyFormatVersion = 1
 
@@ -144,6 +159,8 @@ package struct AttentionUnit<E> {
     package var dropoutStream: UInt64
     /// Set by the int8 planner: QKᵀ then runs on these keys in int8.
     package var int8Keys: Int8Keys? = nil
+    /// Set for caller-quantized queries: used as they are instead of quantizing `q`.
+    package var int8QuerySource: Int8Rows? = nil
 
     package init(q: Strided2D<E>, k: Strided2D<E>, v: Strided2D<E>, out: MutableStrided2D<E>,
                  lse: UnsafeMutablePointer<Float>?, lseStride: Int, queries: Int, keys: Int, mask: ElementMask<E>,

@@ -128,7 +128,10 @@ public enum FlashEngine {
         let keyStart = first.lo, keyStop = last.hi + 1
 
         let groups = (dim + 3) / 4
-        if unit.int8Keys != nil {
+        if let source = unit.int8QuerySource {
+            packQueryPrequantized(source, rowStart: rowStart, rows: rows, dim: dim, groups: groups,
+                                  softmaxScale: options.scale, into: scratch.int8Query, rowScales: scratch.int8RowScales)
+        } else if unit.int8Keys != nil {
             packQueryInt8(unit, rowStart: rowStart, rows: rows, dim: dim, groups: groups, mode: options.int8Query,
                           softmaxScale: options.scale, into: scratch.int8Query, rowScales: scratch.int8RowScales)
         } else {

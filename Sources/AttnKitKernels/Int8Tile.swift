@@ -52,6 +52,23 @@ extension FlashEngine {
         }
     }
 
+    /// The int8 tile layout of caller-quantized query rows (no quantization):
+    /// the same layout as packQueryInt8, with the caller's per-row scales.
+    static func packQueryPrequantized(_ source: Int8Rows, rowStart: Int, rows: Int, dim: Int, groups: Int,
+                                      softmaxScale: Float, into queryU8: UnsafeMutablePointer<UInt8>,
+                                      rowScales: UnsafeMutablePointer<Float>) {
+        queryU8.update(repeating: 128, count: groups * rowsPerTask * 4)
+        rowScales.update(repeating: 0, count: rowsPerTask)
+        for row in 0..<rows {
+            let values = source.values + (rowStart + row) &* source.rowStride
+            for d in 0..<dim {
+                let level = Int32(values[d &* source.colStride])   // −128...127 + 128 fits a u8
+                queryU8[((d >> 2) &* rowsPerTask &+ row) &* 4 &+ (d & 3)] = UInt8(truncatingIfNeeded: level + 128)
+            }
+            rowScales[row] = source.scales[(rowStart + row) &* source.scaleStride] * softmaxScale
+        }
+    }
+
     /// acc[key][row] = Σ_d q8[row][d]·k8[key][d], exact in int32, for `keyCount` keys
     /// of a packed int8 tile ([key][groups·4]). The AVX-512 build runs vpdpbusd
     /// (u8 × s8 → s32, four products per lane) on the +128-shifted queries and

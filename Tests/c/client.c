@@ -2,6 +2,7 @@
  * the version, and error paths. Exit code 0 means every check passed. */
 #include <attnkit.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +27,9 @@ static attn_tensor tensor3(void *data, attn_dtype dtype, int64_t b, int64_t s, i
     t.strides[0] = s * w; t.strides[1] = w; t.strides[2] = 1;
     return t;
 }
+
+/* The documented size of the first version of attn_flash_params. */
+_Static_assert(offsetof(attn_flash_params, int8_qk) == ATTN_FLASH_PARAMS_V1_SIZE, "attn_flash_params v1 layout");
 
 int main(void) {
     CHECK(attn_version_number() == ATTNKIT_VERSION_NUMBER, "runtime version %u != header %d",

@@ -92,3 +92,90 @@ def test_int8_errors(kwargs, error, pattern):
     args.update(kwargs)
     with pytest.raises(error, match=pattern):
         attnkit.int8_scaled_dot_product_attention(**args)
+
+
+# ---- varlen int8 mode and the pre-quantized entry ----
+
+def packed_batch(generator, lengths_q=(5, 0, 130, 64), lengths_k=(9, 3, 0, 200), heads=(4, 2), dim=64, offset=6.0):
+    cu_q = torch.tensor([0] + list(itertools.accumulate(lengths_q)), dtype=torch.int32)
+    cu_k = torch.tensor([0] + list(itertools.accumulate(lengths_k)), dtype=torch.int32)
+    q = torch.randn(int(cu_q[-1]), heads[0], dim, generator=generator)
+    k = torch.randn(int(cu_k[-1]), heads[1], dim, generator=generator) + torch.randn(1, heads[1], dim, generator=generator) * offset
+    v = torch.randn(int(cu_k[-1]), heads[1], dim, generator=generator)
+    return q, k, v, cu_q, cu_k, max(lengths_q), max(lengths_k)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("features", [dict(), dict(causal=True), dict(window_size=(20, 5)),
+                                      dict(causal=True, alibi_slopes=torch.rand(4) * 0.2),
+                                      dict(softcap=5.0, smooth_k=False)])
+def test_int8_varlen_accuracy_and_lse(mode, features):
+    generator = torch.Generator().manual_seed(7)
+    features = dict(features)   # parametrize shares the dict between cases
+    smooth = features.pop("smooth_k", True)
+    # Without smoothing (softcap forbids it) a large per-channel K offset is the known bad case.
+    q, k, v, cu_q, cu_k, max_q, max_k = packed_batch(generator, offset=6.0 if smooth else 0.0)
+    reference, ref_lse, _ = attnkit.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, return_attn_probs=True,
+                                                          **features)
+    out, lse, _ = attnkit.int8_flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, qk_quant=mode, smooth_k=smooth,
+                                                     return_attn_probs=True, **features)
+    cosine, relative_l1 = accuracy(out, reference)
+    assert cosine >= MIN_COSINE and relative_l1 <= MAX_RELATIVE_L1, f"{mode} {features}: {cosine:.5f} {relative_l1:.4f}"
+    assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
+    finite = torch.isfinite(ref_lse)
+    assert (lse[finite] - ref_lse[finite]).abs().max().item() < 0.05   # the true logits' lse, smoothing undone
+
+
+def test_int8_varlen_rejects_smoothing_with_softcap():
+    generator = torch.Generator().manual_seed(1)
+    q, k, v, cu_q, cu_k, max_q, max_k = packed_batch(generator)
+    with pytest.raises(ValueError, match="smooth_k must be False with softcap > 0"):
+        attnkit.int8_flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, softcap=3.0)
+
+
+def quantize_symmetric(x):
+    """Per (row, head) symmetric int8, as a caller's KV cache would hold it."""
+    scale = x.abs().amax(-1) / 127
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.clamp(torch.round(x / scale[..., None]), -127, 127).to(torch.int8), scale.float()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_prequantized_entry_is_exact_on_its_values(causal):
+    """Given int8 values and scales, the result is attention on scale·int8 in fp32: the int8
+    QKᵀ is exact, so only fp32 rounding separates the two."""
+    generator = torch.Generator().manual_seed(3)
+    q, k, v, cu_q, cu_k, max_q, max_k = packed_batch(generator)
+    q8, q_scale = quantize_symmetric(q)
+    k8, k_scale = quantize_symmetric(k)
+    out, lse, _ = attnkit.flash_attn_varlen_int8_func(q8, q_scale, k8, k_scale, v, cu_q, cu_k, max_q, max_k,
+                                                      causal=causal, return_attn_probs=True)
+    dequantized_q, dequantized_k = q8.float() * q_scale[..., None], k8.float() * k_scale[..., None]
+    reference, ref_lse, _ = attnkit.flash_attn_varlen_func(dequantized_q, dequantized_k, v, cu_q, cu_k, max_q, max_k,
+                                                          causal=causal, return_attn_probs=True)
+    assert (out - reference).abs().max().item() <= 1e-5 * max(1.0, reference.abs().max().item())
+    finite = torch.isfinite(ref_lse)
+    assert torch.equal(finite, torch.isfinite(lse))
+    assert (lse[finite] - ref_lse[finite]).abs().max().item() <= 1e-4
+    # ... and it matches the on-the-fly path, which quantizes to the same values per token.
+    on_the_fly = attnkit.int8_flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, causal=causal,
+                                                     qk_quant="per_token", smooth_k=False)
+    assert (out - on_the_fly).abs().max().item() <= 2e-3
+
+
+def test_prequantized_entry_takes_broadcast_scales_and_bf16_values():
+    generator = torch.Generator().manual_seed(4)
+    q, k, v, cu_q, cu_k, max_q, max_k = packed_batch(generator)
+    tensor_scale_q, tensor_scale_k = q.abs().max() / 127, k.abs().max() / 127
+    q8 = torch.clamp(torch.round(q / tensor_scale_q), -127, 127).to(torch.int8)
+    k8 = torch.clamp(torch.round(k / tensor_scale_k), -127, 127).to(torch.int8)
+    q_scale = tensor_scale_q.reshape(1, 1).expand(q.shape[0], q.shape[1])     # per tensor: a stride-0 view
+    k_scale = tensor_scale_k.reshape(1, 1).expand(k.shape[0], k.shape[1])
+    out = attnkit.flash_attn_varlen_int8_func(q8, q_scale, k8, k_scale, v.to(torch.bfloat16), cu_q, cu_k, max_q, max_k)
+    assert out.dtype == torch.bfloat16
+    reference = attnkit.flash_attn_varlen_func(q8.float() * tensor_scale_q, k8.float() * tensor_scale_k,
+                                               v.to(torch.bfloat16).float(), cu_q, cu_k, max_q, max_k)
+    cosine, relative_l1 = accuracy(out, reference)
+    assert cosine >= 0.9999 and relative_l1 <= 0.01
+    with pytest.raises(TypeError, match=r"q_int8\.dtype must be i8"):
+        attnkit.flash_attn_varlen_int8_func(q, q_scale, k8, k_scale, v, cu_q, cu_k, max_q, max_k)

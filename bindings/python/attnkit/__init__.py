@@ -5,7 +5,8 @@ numpy arrays in give numpy arrays out; torch CPU tensors in give torch tensors o
 from . import _attnkit
 from ._random import manual_seed
 from .eager import eager_bidirectional_attention, eager_causal_attention
-from .flash import flash_attn_func, flash_attn_varlen_func, flash_bidirectional_attention, flash_causal_attention
+from .flash import (flash_attn_func, flash_attn_varlen_func, flash_bidirectional_attention, flash_causal_attention,
+                    flash_attn_varlen_int8_func, int8_flash_attn_varlen_func)
 from .quantize import dequantize_per_tensor, quantize_per_tensor
 from .sdpa import (int8_scaled_dot_product_attention, scaled_dot_product_attention, sdpa_bidirectional_attention,
                    sdpa_causal_attention)
@@ -39,10 +40,12 @@ __all__ = [
     "eager_causal_attention",
     "flash_attn_func",
     "flash_attn_varlen_func",
+    "flash_attn_varlen_int8_func",
     "flash_bidirectional_attention",
     "flash_causal_attention",
     "dequantize_per_tensor",
     "get_num_threads",
+    "int8_flash_attn_varlen_func",
     "int8_scaled_dot_product_attention",
     "isa",
     "manual_seed",

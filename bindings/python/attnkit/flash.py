@@ -42,7 +42,7 @@ def _lse_like(q, shape):
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
-                           deterministic=False, return_attn_probs=False):
+                           deterministic=False, return_attn_probs=False, *, _int8_mode=-1, _smooth_k=False):
     """q (total_q, Hq, D), k (total_k, Hk, D), v (total_k, Hk, Dv) -> out (total_q, Hq, Dv).
 
     With return_attn_probs=True returns (out, softmax_lse (Hq, total_q) fp32, None). The forward
@@ -62,7 +62,52 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     dropout_p = _scalar("dropout_p", dropout_p)
     _attnkit.flash_varlen_forward(q, k, v, cu_q, cu_k, max_seqlen_q, max_seqlen_k, alibi_slopes, out, lse,
                                   bool(causal), _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
-                                  _scalar("softcap", softcap), dropout_p, next_seed() if dropout_p > 0 else 0)
+                                  _scalar("softcap", softcap), dropout_p, next_seed() if dropout_p > 0 else 0,
+                                  _int8_mode, bool(_smooth_k))
+    return (out, lse, None) if return_attn_probs else out
+
+
+_QK_QUANT = {"per_block": 0, "per_token": 1, "per_tensor": 2}
+
+
+def int8_flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None,
+                                causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                                qk_quant="per_block", smooth_k=True, return_attn_probs=False):
+    """flash_attn_varlen_func (without dropout) with QKᵀ in int8, as int8_scaled_dot_product_attention:
+    Q and K quantized per block (64 rows / 64 keys), per token or per tensor; smooth_k subtracts each
+    sequence's K mean per KV head (not allowed with softcap > 0). lse is that of the true logits."""
+    if qk_quant not in _QK_QUANT:
+        raise ValueError(f"qk_quant must be one of {sorted(_QK_QUANT)}, got {qk_quant!r}")
+    return flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                  softmax_scale=softmax_scale, causal=causal, window_size=window_size, softcap=softcap,
+                                  alibi_slopes=alibi_slopes, return_attn_probs=return_attn_probs,
+                                  _int8_mode=_QK_QUANT[qk_quant], _smooth_k=smooth_k)
+
+
+def flash_attn_varlen_int8_func(q_int8, q_scale, k_int8, k_scale, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                max_seqlen_k, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                                alibi_slopes=None, return_attn_probs=False):
+    """The varlen forward on caller-quantized Q and K (an int8 KV cache): nothing is quantized.
+
+    q_int8 (total_q, Hq, D) int8 with q_scale (total_q, Hq) fp32, so q = q_scale·q_int8; likewise
+    k_int8 (total_k, Hk, D) and k_scale (total_k, Hk); scales may be broadcast (expanded) views.
+    v (total_k, Hk, Dv) fp32/fp16/bf16. Returns out, or (out, lse, None).
+    """
+    for name, x in (("q_int8", q_int8), ("q_scale", q_scale), ("k_int8", k_int8), ("k_scale", k_scale), ("v", v)):
+        check_tensor(name, x)
+    cu_q, cu_k = _index_tensor("cu_seqlens_q", cu_seqlens_q), _index_tensor("cu_seqlens_k", cu_seqlens_k)
+    max_seqlen_q, max_seqlen_k = check_int("max_seqlen_q", max_seqlen_q, 0), check_int("max_seqlen_k", max_seqlen_k, 0)
+    left, right = _window(window_size)
+    if alibi_slopes is not None:
+        check_tensor("alibi_slopes", alibi_slopes)
+    if q_int8.ndim != 3 or v.ndim != 3:
+        raise ValueError(f"q_int8 and v must have rank 3 (total, heads, head_dim), got {q_int8.ndim} and {v.ndim}")
+    out = empty_like_kind(v, (q_int8.shape[0], q_int8.shape[1], v.shape[2]))
+    lse = _lse_like(v, (q_int8.shape[1], q_int8.shape[0])) if return_attn_probs else None
+    _attnkit.flash_varlen_int8_forward(q_int8, q_scale, k_int8, k_scale, v, cu_q, cu_k, max_seqlen_q, max_seqlen_k,
+                                       alibi_slopes, out, lse, bool(causal),
+                                       _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
+                                       _scalar("softcap", softcap))
     return (out, lse, None) if return_attn_probs else out
 
 

@@ -10,7 +10,7 @@ namespace {
 
 attn_flash_params make_params(bool causal, std::optional<double> softmax_scale, int64_t window_left,
                                int64_t window_right, double softcap, double dropout_p, uint64_t seed,
-                               int64_t max_seqlen_q, int64_t max_seqlen_k) {
+                               int64_t max_seqlen_q, int64_t max_seqlen_k, int qk_quant = -1, bool smooth_k = false) {
     attn_flash_params params{};
     params.struct_size = sizeof params;
     params.causal = causal ? 1 : 0;
@@ -23,6 +23,9 @@ attn_flash_params make_params(bool causal, std::optional<double> softmax_scale, 
     params.seed = seed;
     params.max_seqlen_q = max_seqlen_q;
     params.max_seqlen_k = max_seqlen_k;
+    params.int8_qk = qk_quant >= 0 ? 1 : 0;
+    params.qk_quant = qk_quant >= 0 ? qk_quant : 0;
+    params.smooth_k = smooth_k ? 1 : 0;
     return params;
 }
 
@@ -34,7 +37,7 @@ void init_flash(py::module_ &m) {
         [](py::handle q, py::handle k, py::handle v, py::handle cu_seqlens_q, py::handle cu_seqlens_k,
            int64_t max_seqlen_q, int64_t max_seqlen_k, py::handle alibi_slopes, py::handle out, py::handle lse,
            bool causal, std::optional<double> softmax_scale, int64_t window_left, int64_t window_right,
-           double softcap, double dropout_p, uint64_t seed) {
+           double softcap, double dropout_p, uint64_t seed, int qk_quant, bool smooth_k) {
             const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
             const attn_tensor tcq = describe(cu_seqlens_q, "cu_seqlens_q"), tck = describe(cu_seqlens_k, "cu_seqlens_k");
             const attn_tensor to = describe(out, "out");
@@ -42,7 +45,7 @@ void init_flash(py::module_ &m) {
             const attn_tensor ts = has_slopes ? describe(alibi_slopes, "alibi_slopes") : attn_tensor{};
             const attn_tensor tl = has_lse ? describe(lse, "softmax_lse") : attn_tensor{};
             const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
-                                                         dropout_p, seed, max_seqlen_q, max_seqlen_k);
+                                                         dropout_p, seed, max_seqlen_q, max_seqlen_k, qk_quant, smooth_k);
             attn_status status;
             {
                 py::gil_scoped_release release;
@@ -73,6 +76,30 @@ void init_flash(py::module_ &m) {
             raise_if_error(status);
         },
         "flash-attn fixed-length forward into preallocated out (and lse); see attn_flash_forward.");
+    m.def(
+        "flash_varlen_int8_forward",
+        [](py::handle q_int8, py::handle q_scale, py::handle k_int8, py::handle k_scale, py::handle v,
+           py::handle cu_seqlens_q, py::handle cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
+           py::handle alibi_slopes, py::handle out, py::handle lse, bool causal, std::optional<double> softmax_scale,
+           int64_t window_left, int64_t window_right, double softcap) {
+            const attn_tensor tq = describe(q_int8, "q_int8"), tqs = describe(q_scale, "q_scale");
+            const attn_tensor tk = describe(k_int8, "k_int8"), tks = describe(k_scale, "k_scale"), tv = describe(v, "v");
+            const attn_tensor tcq = describe(cu_seqlens_q, "cu_seqlens_q"), tck = describe(cu_seqlens_k, "cu_seqlens_k");
+            const attn_tensor to = describe(out, "out");
+            const bool has_slopes = !alibi_slopes.is_none(), has_lse = !lse.is_none();
+            const attn_tensor ts = has_slopes ? describe(alibi_slopes, "alibi_slopes") : attn_tensor{};
+            const attn_tensor tl = has_lse ? describe(lse, "softmax_lse") : attn_tensor{};
+            const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
+                                                         0.0, 0, max_seqlen_q, max_seqlen_k);
+            attn_status status;
+            {
+                py::gil_scoped_release release;
+                status = attn_flash_varlen_int8_forward(&params, &tq, &tqs, &tk, &tks, &tv, &tcq, &tck,
+                                                        has_slopes ? &ts : nullptr, &to, has_lse ? &tl : nullptr);
+            }
+            raise_if_error(status);
+        },
+        "Varlen flash forward on caller-quantized int8 Q and K; see attn_flash_varlen_int8_forward.");
 }
 
 }  // namespace attnkit_py
