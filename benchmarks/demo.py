@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnkit  # noqa: E402
 from bench_eager import eager_rows  # noqa: E402
 from bench_flash import varlen_row  # noqa: E402
+from bench_int8 import int8_rows  # noqa: E402
 from bench_lowp import lowp_rows  # noqa: E402
 from bench_sdpa import sdpa_rows  # noqa: E402
 from timing import print_table  # noqa: E402
@@ -36,6 +37,9 @@ def main():
     varlen = varlen_row(args.repeats)
     rows.append(varlen[:2] + ["fp32"] + varlen[2:])
     rows += [r[:5] + r[6:] for r in lowp_rows([(1, 8, 1024, 64, False)], args.repeats)]
+    for row in int8_rows([(1, 8, 1024, 64, False)], args.repeats)[:1]:
+        # kernel, shape, "int8 QK", cosine/rel L1 against torch fp32, int8 ms, torch fp32 ms, GFLOP/s
+        rows.append([row[0], row[1], "int8 QK", f"cos {row[3]}", f"L1 {row[4]}", row[5], row[7], row[8], "-", row[9]])
     print_table(["kernel", "shape", "dtype", "attnkit err", "torch err", "attnkit ms", "torch ms",
                  "attnkit GFLOP/s", "torch GFLOP/s", "speedup"], rows)
     print("\ntorch baselines: eager rows use the textbook torch code (matmul, masked_fill, softmax, matmul); "

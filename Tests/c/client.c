@@ -128,6 +128,37 @@ int main(void) {
     status = attn_sdpa_forward(&sdpa, &sq, &sk, &sv, NULL, &so);
     CHECK(status == ATTN_ERR_INVALID_ARGUMENT && strstr(attn_last_error(), "dropout_p"), "dropout_p=2: %s", attn_last_error());
 
+    /* A caller built against the first attn_flash_params (no int8 fields) still works:
+     * fields past its struct_size read as 0. Varlen: one sequence of 2, causal. */
+    attn_flash_params flash;
+    memset(&flash, 0xAB, sizeof flash);          /* garbage past the v1 size must not be read */
+    memset(&flash, 0, ATTN_FLASH_PARAMS_V1_SIZE);
+    flash.struct_size = ATTN_FLASH_PARAMS_V1_SIZE;
+    flash.causal = 1;
+    flash.window_left = -1; flash.window_right = -1;
+    flash.max_seqlen_q = 2; flash.max_seqlen_k = 2;
+    int32_t cu[2] = {0, 2};
+    attn_tensor tcu;
+    memset(&tcu, 0, sizeof tcu);
+    tcu.data = cu; tcu.dtype = ATTN_DTYPE_I32; tcu.rank = 1; tcu.shape[0] = 2; tcu.strides[0] = 1;
+    attn_tensor fq = tq, fk = tk, fv = tv, fo = to;     /* (total=2, H=1, D=1) views */
+    attn_tensor *packed[4] = {&fq, &fk, &fv, &fo};
+    for (int i = 0; i < 4; i++) {
+        packed[i]->shape[0] = 2; packed[i]->shape[1] = 1; packed[i]->shape[2] = 1;
+        packed[i]->strides[0] = 1; packed[i]->strides[1] = 1; packed[i]->strides[2] = 1;
+    }
+    status = attn_flash_varlen_forward(&flash, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
+    CHECK(status == ATTN_OK && fabsf(out[0] - 4.0f) < 1e-5f && fabsf(out[1] - 7.0f) < 1e-5f,
+          "v1 flash params: %s, out = %g %g, want 4 7", attn_last_error(), out[0], out[1]);
+    flash.struct_size = 8;
+    CHECK(attn_flash_varlen_forward(&flash, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL) == ATTN_ERR_STRUCT_SIZE,
+          "struct_size 8 accepted");
+    cu[1] = 3;   /* past the packed rows */
+    flash.struct_size = ATTN_FLASH_PARAMS_V1_SIZE;
+    status = attn_flash_varlen_forward(&flash, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
+    CHECK(status == ATTN_ERR_INVALID_ARGUMENT && strstr(attn_last_error(), "cu_seqlens_q must end at"),
+          "bad cu_seqlens: %s", attn_last_error());
+
     int32_t isa = -1;
     CHECK(attn_get_isa(&isa) == ATTN_OK && (isa == ATTN_ISA_GENERIC || isa == ATTN_ISA_AVX512), "isa %d", isa);
 
