@@ -6,13 +6,16 @@ import PackageDescription
 //   so validation, planning and dispatch run on any CPU.
 // - The tiled kernels are compiled twice from the same file:
 //   AttnKitKernels for AVX-512 (cascadelake: F/CD/BW/DQ/VL and VNNI, FMA, F16C) and
-//   AttnKitKernelsPortable (a symlink to the same source) for the baseline.
+//   AttnKitKernelsPortable (symlinks to the same sources) for the baseline, and
+//   AttnKitKernelsBF16 (symlinks again) for cooperlake, which adds AVX512_BF16.
 //   AttnKit picks one at run time from CPUID; ATTNKIT_ISA=generic forces the
 //   portable one.
 // Kernels build -Ounchecked in release: every bound they rely on is checked
 // once, up front, by the validating layer, which keeps Swift's checks.
 let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 let avx512Flags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "cascadelake"]), .define("ATTNKIT_AVX512")]
+let bf16Flags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "cooperlake"]), .define("ATTNKIT_AVX512"),
+                                 .define("ATTNKIT_AVX512_BF16")]
 
 let package = Package(
     name: "attnkit",
@@ -31,9 +34,12 @@ let package = Package(
                 swiftSettings: kernelFlags + avx512Flags),
         .target(name: "AttnKitKernelsPortable", dependencies: ["AttnKitCore"], path: "Sources/AttnKitKernelsPortable",
                 swiftSettings: kernelFlags),
+        .target(name: "AttnKitKernelsBF16", dependencies: ["AttnKitCore", "_AttnKitShims"], path: "Sources/AttnKitKernelsBF16",
+                swiftSettings: kernelFlags + bf16Flags),
         .target(
             name: "AttnKit",
-            dependencies: ["AttnKitCore", "AttnKitKernels", "AttnKitKernelsPortable", "COpenBLAS", "_AttnKitShims"],
+            dependencies: ["AttnKitCore", "AttnKitKernels", "AttnKitKernelsPortable", "AttnKitKernelsBF16", "COpenBLAS",
+                           "_AttnKitShims"],
             path: "Sources/AttnKit",
             swiftSettings: kernelFlags),
         .target(
@@ -42,7 +48,7 @@ let package = Package(
             path: "Sources/AttnKitC"),
         .testTarget(
             name: "AttnKitTests",
-            dependencies: ["AttnKit", "AttnKitKernels", "AttnKitKernelsPortable"],
+            dependencies: ["AttnKit", "AttnKitKernels", "AttnKitKernelsPortable", "AttnKitKernelsBF16"],
             path: "Tests/swift"),
     ],
     swiftLanguageModes: [.v5]

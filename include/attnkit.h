@@ -90,11 +90,14 @@ attn_status attn_get_num_threads(int32_t *num_threads);
 
 /* ---- Kernel ISA ----
  * The kernels are built for AVX-512 (F/CD/BW/DQ/VL and VNNI, FMA, F16C) and for the
- * baseline x86-64 ISA; CPUID picks one when the library first needs it. The
- * environment variable ATTNKIT_ISA=generic forces the baseline build. */
+ * baseline x86-64 ISA, and for AVX-512 with AVX512_BF16; CPUID picks AVX-512
+ * when it is there, else the baseline. ATTNKIT_ISA=generic forces the baseline
+ * and ATTNKIT_ISA=avx512_bf16 opts in to the bf16 build (vdpbf16ps QK^T for
+ * bf16 inputs), which is slower than the default on Zen 4. */
 enum {
     ATTN_ISA_GENERIC = 0,
-    ATTN_ISA_AVX512 = 1
+    ATTN_ISA_AVX512 = 1,      /* cascadelake: F/CD/BW/DQ/VL, VNNI, FMA, F16C */
+    ATTN_ISA_AVX512_BF16 = 2  /* cooperlake: the above plus AVX512_BF16 */
 };
 attn_status attn_get_isa(int32_t *isa);
 

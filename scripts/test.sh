@@ -5,8 +5,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 echo "==> swift test (release: the kernels as shipped), dispatched ISA and forced generic"
-swift test -c release 2>&1 | grep -vE "^(Test Case|\[[0-9]+/[0-9]+\])"
-ATTNKIT_ISA=generic swift test -c release 2>&1 | grep -vE "^(Test Case|\[[0-9]+/[0-9]+\])"
+for isa in default avx512_bf16 generic; do
+  echo "--- ATTNKIT_ISA=$isa"
+  ATTNKIT_ISA=$isa swift test -c release 2>&1 | grep -vE "^(Test Case|\[[0-9]+/[0-9]+\])"
+done
 
 echo "==> cmake build and install to build/install"
 cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -19,8 +21,10 @@ PKG_CONFIG_PATH="$PWD/build/install/lib/pkgconfig" \
 cmake --build build/ctest
 ctest --test-dir build/ctest --output-on-failure
 
-echo "==> pytest (parity against torch), dispatched ISA, then the whole suite again with ATTNKIT_ISA=generic"
+echo "==> pytest (parity against torch), once per kernel build: dispatched, AVX512_BF16 (opt-in), generic"
 repo="$PWD"
 cd /tmp
-"$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/Tests/python" "$@"
-ATTNKIT_ISA=generic "$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/Tests/python" "$@"
+for isa in default avx512_bf16 generic; do
+  echo "--- ATTNKIT_ISA=$isa"
+  ATTNKIT_ISA=$isa "$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/Tests/python" "$@"
+done

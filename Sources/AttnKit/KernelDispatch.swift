@@ -1,5 +1,6 @@
 @_exported import AttnKitCore
 import AttnKitKernels
+import AttnKitKernelsBF16
 import AttnKitKernelsPortable
 import _AttnKitShims
 #if canImport(Glibc)
@@ -8,23 +9,32 @@ import Glibc
 
 /// The instruction sets the kernels are built for.
 public enum KernelISA: String, Sendable {
+    /// AVX-512 as below plus AVX512_BF16 (compiled as cooperlake): bf16 dot products.
+    case avx512bf16 = "avx512_bf16"
     /// AVX-512 F/CD/BW/DQ/VL and VNNI with FMA and F16C (compiled as cascadelake).
     case avx512
     /// The baseline x86-64 build.
     case generic
 }
 
-/// Picks the kernel build at run time: AVX-512 when CPUID (and the OS) say it
-/// is there, unless ATTNKIT_ISA=generic forces the portable build. No code
-/// compiled for an ISA runs before this check passes.
+/// Picks the kernel build at run time from CPUID (and the OS): AVX-512 when it
+/// is there, else the portable build. The AVX512_BF16 build is opt-in with
+/// ATTNKIT_ISA=avx512_bf16: its vdpbf16ps QKᵀ measured slower than the fp32 FMA
+/// path on Zen 4 (benchmarks/bench_lowp.py), so it is not the default.
+/// ATTNKIT_ISA=generic or =avx512 forces those builds (tests run every build on
+/// one machine). No code compiled for an ISA runs before its check passes; a
+/// request the CPU cannot honour falls back to the best build it can run.
 public enum KernelDispatch {
     public static let isa: KernelISA = {
-        if let raw = getenv("ATTNKIT_ISA"), String(cString: raw).lowercased() == "generic" { return .generic }
+        let requested = getenv("ATTNKIT_ISA").map { String(cString: $0).lowercased() } ?? ""
+        if requested == "generic" { return .generic }
+        if requested == "avx512_bf16" && attn_shim_cpu_has_avx512_bf16() != 0 { return .avx512bf16 }
         return attn_shim_cpu_has_avx512() != 0 ? .avx512 : .generic
     }()
 
     static func runFlash<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
         switch isa {
+        case .avx512bf16: try AttnKitKernelsBF16.FlashEngine.run(units: units, options: options, threads: threads)
         case .avx512: try AttnKitKernels.FlashEngine.run(units: units, options: options, threads: threads)
         case .generic: try AttnKitKernelsPortable.FlashEngine.run(units: units, options: options, threads: threads)
         }
@@ -32,6 +42,7 @@ public enum KernelDispatch {
 
     static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, keyAllowed: UnsafePointer<UInt8>?) {
         switch isa {
+        case .avx512bf16: AttnKitKernelsBF16.RowSoftmax.run(row, count: count, keyAllowed: keyAllowed)
         case .avx512: AttnKitKernels.RowSoftmax.run(row, count: count, keyAllowed: keyAllowed)
         case .generic: AttnKitKernelsPortable.RowSoftmax.run(row, count: count, keyAllowed: keyAllowed)
         }

@@ -97,7 +97,11 @@ func statusCode(_ error: AttnError) -> Int {
 public func attn_get_isa(_ isa: UnsafeMutablePointer<Int32>?) -> attn_status {
     withStatus("attn_get_isa") {
         guard let isa else { throw ABIError(status: ATTN_ERR_NULL_POINTER, message: "isa must not be NULL") }
-        isa.pointee = Int32(KernelDispatch.isa == .avx512 ? ATTN_ISA_AVX512 : ATTN_ISA_GENERIC)
+        switch KernelDispatch.isa {
+        case .avx512bf16: isa.pointee = Int32(ATTN_ISA_AVX512_BF16)
+        case .avx512: isa.pointee = Int32(ATTN_ISA_AVX512)
+        case .generic: isa.pointee = Int32(ATTN_ISA_GENERIC)
+        }
     }
 }
 

@@ -134,6 +134,12 @@ public enum FlashEngine {
         } else if unit.int8Keys != nil {
             packQueryInt8(unit, rowStart: rowStart, rows: rows, dim: dim, groups: groups, mode: options.int8Query,
                           softmaxScale: options.scale, into: scratch.int8Query, rowScales: scratch.int8RowScales)
+        } else if usesBF16Dots(unit) {
+            #if ATTNKIT_AVX512_BF16
+            // The bf16 pairs fit in Qᵀ's fp32 scratch: ceil(D/2) ≤ paddedDim rows of 64 lanes.
+            packQueryPairs(unsafeBitCast(unit, to: AttentionUnit<BFloat16>.self), rowStart: rowStart, rows: rows,
+                           dim: dim, into: UnsafeMutableRawPointer(scratch.queryT).assumingMemoryBound(to: UInt32.self))
+            #endif
         } else {
             packQueryTransposed(unit, rowStart: rowStart, rows: rows, dim: dim, paddedDim: paddedDim,
                                 scale: options.scale, into: scratch.queryT)
@@ -155,6 +161,16 @@ public enum FlashEngine {
                               keySums: int8.sums + tileStart, keyCount: tileKeys, into: scratch.int8Scores)
                 dequantizeScores(scratch.int8Scores, rowScales: scratch.int8RowScales, keyScales: int8.scales + tileStart,
                                  keyCount: tileKeys, into: scratch.scoresT)
+            } else if usesBF16Dots(unit) {
+                #if ATTNKIT_AVX512_BF16
+                // K's bf16 pairs fit in the fp32 key tile: ceil(D/2) ≤ D words per key.
+                let keyPairs = UnsafeMutableRawPointer(scratch.keys).assumingMemoryBound(to: UInt32.self)
+                packKeyPairs(unsafeBitCast(unit.k, to: Strided2D<BFloat16>.self), start: tileStart, count: tileKeys,
+                             dim: dim, into: keyPairs)
+                bf16ScoreTile(queryPairs: UnsafeRawPointer(scratch.queryT).assumingMemoryBound(to: UInt32.self),
+                              pairCount: (dim + 1) / 2, keyPairs: keyPairs, keyCount: tileKeys, scale: options.scale,
+                              into: scratch.scoresT)
+                #endif
             } else {
                 let keyRows = packRows(unit.k, start: tileStart, count: tileKeys, width: dim, into: scratch.keys)
                 scoreTile(queryT: scratch.queryT, realDim: dim, keys: keyRows, keyCount: tileKeys, into: scratch.scoresT)
@@ -176,6 +192,16 @@ public enum FlashEngine {
             tileStart += tileKeys
         }
         finish(unit, options: options, rowStart: rowStart, rows: rows, outT: scratch.outT, states: states)
+    }
+
+    /// Whether this build scores bf16 inputs with vdpbf16ps (the cooperlake build only).
+    @inline(__always)
+    static func usesBF16Dots<E>(_ unit: AttentionUnit<E>) -> Bool {
+        #if ATTNKIT_AVX512_BF16
+        return E.self == BFloat16.self && unit.int8Keys == nil && unit.int8QuerySource == nil
+        #else
+        return false
+        #endif
     }
 
     /// Qᵀ[d][row] = scale·q[rowStart+row][d], zero for padded rows and dims.

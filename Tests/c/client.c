@@ -160,7 +160,7 @@ int main(void) {
           "bad cu_seqlens: %s", attn_last_error());
 
     int32_t isa = -1;
-    CHECK(attn_get_isa(&isa) == ATTN_OK && (isa == ATTN_ISA_GENERIC || isa == ATTN_ISA_AVX512), "isa %d", isa);
+    CHECK(attn_get_isa(&isa) == ATTN_OK && (isa == ATTN_ISA_GENERIC || isa == ATTN_ISA_AVX512 || isa == ATTN_ISA_AVX512_BF16), "isa %d", isa);
 
     int32_t threads = 0;
     CHECK(attn_get_num_threads(&threads) == ATTN_OK && threads >= 1, "threads %d", threads);

@@ -3,6 +3,7 @@ import Foundation
 import AttnKit
 import AttnKitKernels
 import AttnKitKernelsPortable
+import AttnKitKernelsBF16
 
 /// The optimized eager kernel against its plain reference twin.
 final class EagerTests: XCTestCase {
@@ -132,8 +133,10 @@ final class EagerTests: XCTestCase {
     func testFastExpMatchesLibm() {
         let builds: [(String, (SIMD16<Float>) -> SIMD16<Float>)] = [
             ("avx512", { AttnKitKernels.fastExp($0) }), ("generic", { AttnKitKernelsPortable.fastExp($0) }),
+            ("avx512_bf16", { AttnKitKernelsBF16.fastExp($0) }),
         ]
-        for (name, exp) in builds where name == "generic" || KernelDispatch.isa == .avx512 {
+        for (name, exp) in builds where name == "generic" || (name == "avx512" && KernelDispatch.isa != .generic)
+                                        || KernelDispatch.isa == .avx512bf16 {
             var worst = 0.0
             var x: Float = -87
             while x < 88 {

@@ -23,4 +23,23 @@ static inline int attn_shim_cpu_has_avx512(void) {
     return f && dq && cd && bw && vl && vnni;
 }
 
+// 1 if the AVX-512 kernels' features are there and AVX512_BF16 too (the
+// cooperlake build: vdpbf16ps).
+static inline int attn_shim_cpu_has_avx512_bf16(void) {
+    if (!attn_shim_cpu_has_avx512()) return 0;
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return 0;
+    return (eax >> 5) & 1;
+}
+
+// AVX512_BF16 does not import into Swift; these wrappers are inlined into the
+// module compiled for it (cooperlake) and exist only there.
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+// acc + a[2i]·b[2i] + a[2i+1]·b[2i+1] per fp32 lane, a and b holding bf16 pairs.
+static inline __m512 attn_shim_dpbf16(__m512 acc, __m512i a, __m512i b) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+}
+#endif
+
 #endif

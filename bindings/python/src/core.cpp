@@ -11,8 +11,10 @@ void init_core(py::module_ &m) {
     m.def("get_isa", [] {
         int32_t isa = 0;
         raise_if_error(attn_get_isa(&isa));
-        return isa == ATTN_ISA_AVX512 ? std::string("avx512") : std::string("generic");
-    }, "The kernel build chosen at run time: 'avx512' or 'generic' (ATTNKIT_ISA=generic forces it).");
+        return isa == ATTN_ISA_AVX512_BF16 ? std::string("avx512_bf16")
+               : isa == ATTN_ISA_AVX512    ? std::string("avx512")
+                                           : std::string("generic");
+    }, "The kernel build chosen at run time: 'avx512_bf16', 'avx512' or 'generic' (ATTNKIT_ISA caps it).");
     m.def("get_num_threads", [] {
         int32_t threads = 0;
         raise_if_error(attn_get_num_threads(&threads));
