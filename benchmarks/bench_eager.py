@@ -1,5 +1,4 @@
 """Eager attention (spec section 1) against the textbook torch code, side by side in one run."""
-import argparse
 import math
 import os
 import sys
@@ -8,7 +7,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnkit  # noqa: E402
-from timing import attention_flops, median_ms, print_table  # noqa: E402
+from timing import setup, attention_flops, median_ms, print_table  # noqa: E402
 
 
 def torch_eager(q, k, v, heads, dim, mask, causal):
@@ -57,13 +56,7 @@ SHAPES = [
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    attnkit.set_num_threads(args.threads)
+    args = setup(__doc__, repeats=9)
     print(f"attnkit {attnkit.__version__}, torch {torch.__version__}, {args.threads} threads\n")
     print_table(["kernel", "shape", "dtype", "err vs fp64", "torch err", "attnkit ms", "torch ms", "attnkit GFLOP/s",
                  "torch GFLOP/s", "speedup"], eager_rows(SHAPES, args.repeats))

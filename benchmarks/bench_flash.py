@@ -5,7 +5,6 @@ skewed varlen batch (flash_attn_varlen_func vs torch SDPA on the batch padded to
 its longest sequence, with a padding mask), and the extra peak RSS of one
 16384-token sequence. GFLOP/s count useful work only: padding is not credited.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnkit  # noqa: E402
-from timing import attention_flops, median_ms, print_table  # noqa: E402
+from timing import setup, attention_flops, median_ms, print_table  # noqa: E402
 
 F = torch.nn.functional
 
@@ -101,13 +100,7 @@ HEADERS = ["kernel", "shape", "err vs fp64", "torch err", "attnkit ms", "torch m
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    attnkit.set_num_threads(args.threads)
+    args = setup(__doc__, repeats=9)
     print(f"attnkit {attnkit.__version__}, torch {torch.__version__}, {args.threads} threads, fp32; "
           f"medians of up to {args.repeats} interleaved runs\n")
     print_table(HEADERS, fixed_rows(args.repeats) + [varlen_row(args.repeats)])

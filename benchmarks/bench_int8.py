@@ -1,6 +1,5 @@
 """int8 QKᵀ attention against torch fp32 SDPA and attnkit fp32, side by side in one run,
 with the accuracy metrics of spec section 5 (cosine, relative L1 against torch fp32)."""
-import argparse
 import os
 import sys
 
@@ -8,7 +7,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnkit  # noqa: E402
-from timing import attention_flops, median_ms, print_table  # noqa: E402
+from timing import setup, attention_flops, median_ms, print_table  # noqa: E402
 
 F = torch.nn.functional
 SHAPES = [(1, 8, 1024, 64, False), (1, 8, 4096, 128, True)]
@@ -44,13 +43,7 @@ def int8_rows(shapes, repeats, mode="per_block"):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    attnkit.set_num_threads(args.threads)
+    args = setup(__doc__, repeats=7)
     print(f"attnkit {attnkit.__version__} ({attnkit.isa()} kernels), torch {torch.__version__}, {args.threads} threads; "
           f"medians of up to {args.repeats} interleaved runs; accuracy against torch fp32\n")
     print_table(["kernel", "shape", "inputs", "cosine", "rel L1", "int8 ms", "attnkit fp32 ms", "torch fp32 ms",

@@ -4,7 +4,6 @@
 same rounded inputs; "err ratio" is ours over torch's (the accuracy rule asks
 for <= 1, with a one-ulp floor).
 """
-import argparse
 import os
 import sys
 
@@ -12,7 +11,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnkit  # noqa: E402
-from timing import attention_flops, median_ms, print_table  # noqa: E402
+from timing import setup, attention_flops, median_ms, print_table  # noqa: E402
 
 F = torch.nn.functional
 SHAPES = [(1, 8, 1024, 64, False), (1, 8, 2048, 64, True)]
@@ -44,13 +43,7 @@ HEADERS = ["kernel", "shape", "dtype", "err vs ref32", "torch err", "err ratio",
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    attnkit.set_num_threads(args.threads)
+    args = setup(__doc__, repeats=9)
     print(f"attnkit {attnkit.__version__} ({attnkit.isa()} kernels), torch {torch.__version__}, {args.threads} threads; "
           f"medians of up to {args.repeats} interleaved runs\n")
     print_table(HEADERS, lowp_rows(SHAPES, args.repeats))

@@ -4,7 +4,6 @@ Prints, per shape: max error of each against an fp64 reference, median ms,
 GFLOP/s, the ratio against torch, and the share of the sgemm peak measured in
 the same run. Also the extra peak RSS of one L = 16384 call.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnkit  # noqa: E402
-from timing import attention_flops, median_ms, print_table  # noqa: E402
+from timing import setup, attention_flops, median_ms, print_table  # noqa: E402
 
 F = torch.nn.functional
 
@@ -109,13 +108,7 @@ HEADERS = ["kernel", "shape", "dtype", "err vs fp64", "torch err", "attnkit ms",
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    attnkit.set_num_threads(args.threads)
+    args = setup(__doc__, repeats=9)
     peak = sgemm_peak_gflops(args.threads)
     print(f"attnkit {attnkit.__version__}, torch {torch.__version__}, {args.threads} threads; "
           f"sgemm peak (numpy OpenBLAS, 2048^3) {peak:.0f} GFLOP/s; medians of up to {args.repeats} interleaved runs\n")

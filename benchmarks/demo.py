@@ -5,7 +5,6 @@ inputs, timed alternately (medians). Error columns are max|out − reference|:
 fp64 math for fp32 rows, fp32 math on the same rounded inputs for fp16/bf16
 rows, so the two columns say who is closer to the exact answer.
 """
-import argparse
 import os
 import sys
 
@@ -18,17 +17,11 @@ from bench_flash import varlen_row  # noqa: E402
 from bench_int8 import int8_rows  # noqa: E402
 from bench_lowp import lowp_rows  # noqa: E402
 from bench_sdpa import sdpa_rows  # noqa: E402
-from timing import print_table  # noqa: E402
+from timing import setup, print_table  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    attnkit.set_num_threads(args.threads)
+    args = setup(__doc__, repeats=7)
     print(f"attnkit {attnkit.__version__} ({attnkit.isa()} kernels), torch {torch.__version__}, "
           f"{args.threads} threads; medians of up to {args.repeats} interleaved runs\n")
     rows = []

@@ -3,6 +3,8 @@
 The machine is noisy, so attnkit and torch are timed alternately in one loop
 (a slow spell hits both) and the median is reported.
 """
+import argparse
+import os
 import statistics
 import time
 
@@ -38,3 +40,19 @@ def print_table(headers, rows):
     print("-" * len(line))
     for row in rows:
         print("  ".join(str(c).rjust(w) for c, w in zip(row, widths)))
+
+
+def setup(description, repeats=9):
+    """Parses --repeats and --threads, seeds torch, and gives torch and attnkit the same thread count."""
+    import torch
+
+    import attnkit
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    attnkit.set_num_threads(args.threads)
+    return args

@@ -17,28 +17,15 @@ public func attn_int8_sdpa_forward(
             throw ABIError(status: ATTN_ERR_INVALID_ARGUMENT,
                            message: "params->qk_quant must be ATTN_QK_QUANT_PER_BLOCK, _PER_TOKEN or _PER_TENSOR, got \(options.qk_quant)")
         }
-        let dtypes = [Int32(ATTN_DTYPE_F32), Int32(ATTN_DTYPE_F16), Int32(ATTN_DTYPE_BF16)]
-        let q = try Descriptor("query", query, dtypes: dtypes)
-        let k = try Descriptor("key", key, dtypes: dtypes)
-        let v = try Descriptor("value", value, dtypes: dtypes)
-        let o = try Descriptor("out", out, dtypes: dtypes)
-        try k.requireDtype(q.dtype, sameAs: "query")
-        try v.requireDtype(q.dtype, sameAs: "query")
-        try o.requireDtype(q.dtype, sameAs: "query")
-        let mask = try attnMask.map {
-            try Descriptor("attn_mask", $0, dtypes: [Int32(ATTN_DTYPE_BOOL), Int32(ATTN_DTYPE_U8), q.dtype])
-        }
+        let operands = try SDPAOperands(query, key, value, attnMask, out,
+                                        dtypes: [Int32(ATTN_DTYPE_F32), Int32(ATTN_DTYPE_F16), Int32(ATTN_DTYPE_BF16)])
         let attention = Int8ScaledDotProductAttention(
             isCausal: options.is_causal != 0, scale: options.has_scale != 0 ? options.scale : nil,
             enableGQA: options.enable_gqa != 0, qkQuant: mode, smoothK: options.smooth_k != 0)
         func run<E: AttnStorage>(_: E.Type) throws {
-            var sdpaMask: SDPAMask<E>? = nil
-            if let mask {
-                sdpaMask = mask.dtype == q.dtype ? .additive(mask.view(E.self)) : .keep(mask.view(UInt8.self))
-            }
-            try attention(query: q.view(E.self), key: k.view(E.self), value: v.view(E.self), mask: sdpaMask,
-                          out: o.mutableView(E.self))
+            try attention(query: operands.query.view(E.self), key: operands.key.view(E.self),
+                          value: operands.value.view(E.self), mask: operands.mask(E.self), out: operands.out.mutableView(E.self))
         }
-        try withStorage(q.dtype) { try run($0) }
+        try withStorage(operands.query.dtype) { try run($0) }
     }
 }
