@@ -181,12 +181,7 @@ public struct FlashAttention {
             let keys = try QuantizedKeys(units: &units, headDim: headDim, mode: int8.qkQuant,
                                          smooth: int8.smoothK, threads: threads)
             defer { keys.deallocate() }
-            switch int8.qkQuant {
-            case .perTensor:
-                options.int8Query = .perTensor(Int8ScaledDotProductAttention().queryTensorScale(units, headDim: headDim))
-            case .perToken: options.int8Query = .perToken
-            case .perBlock: options.int8Query = .perBlock
-            }
+            options.int8Query = int8QueryScale(int8.qkQuant, units: units, headDim: headDim)
             try KernelDispatch.runFlash(units: units, options: options, threads: threads)
             if int8.smoothK { keys.correctLSE(units: units, scale: options.scale) }
             return

@@ -44,23 +44,26 @@ public struct Int8ScaledDotProductAttention {
         let keys = try QuantizedKeys(units: &units, headDim: options.headDim, mode: qkQuant, smooth: smoothK,
                                      threads: threads)
         defer { keys.deallocate() }
-        switch qkQuant {
-        case .perTensor: options.int8Query = .perTensor(queryTensorScale(units, headDim: options.headDim))
-        case .perToken: options.int8Query = .perToken
-        case .perBlock: options.int8Query = .perBlock
-        }
+        options.int8Query = int8QueryScale(qkQuant, units: units, headDim: options.headDim)
         try KernelDispatch.runFlash(units: units, options: options, threads: threads)
     }
 
-    /// absmax(Q)/127 over every unit (1 for an all-zero Q).
-    func queryTensorScale<E: AttnStorage>(_ units: [AttentionUnit<E>], headDim: Int) -> Float {
+}
+
+/// How the engine scales Q for `mode`; per tensor, that is absmax(Q)/127 over
+/// every unit (1 for an all-zero Q).
+func int8QueryScale<E: AttnStorage>(_ mode: QKQuantization, units: [AttentionUnit<E>], headDim: Int) -> Int8QueryScale {
+    switch mode {
+    case .perToken: return .perToken
+    case .perBlock: return .perBlock
+    case .perTensor:
         var largest: Float = 0
         for unit in units {
             for row in 0..<unit.queries {
                 for d in 0..<headDim { largest = Swift.max(largest, abs(E.toFloat(unit.q.pointer(row, d).pointee))) }
             }
         }
-        return largest > 0 && largest.isFinite ? largest / 127 : 1
+        return .perTensor(largest > 0 && largest.isFinite ? largest / 127 : 1)
     }
 }
 

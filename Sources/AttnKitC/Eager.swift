@@ -13,16 +13,9 @@ public func attn_eager_forward(
             throw ABIError(status: ATTN_ERR_INVALID_ARGUMENT,
                            message: "params->mask_mode must be ATTN_MASK_NONE or ATTN_MASK_CAUSAL_TOP_LEFT, got \(options.mask_mode)")
         }
-        let floats = attentionDtypes
-        let query = try Descriptor("q", q, dtypes: floats)
-        let key = try Descriptor("k", k, dtypes: floats)
-        let value = try Descriptor("v", v, dtypes: floats)
-        let output = try Descriptor("out", out, dtypes: floats)
-        try key.requireDtype(query.dtype, sameAs: "q")
-        try value.requireDtype(query.dtype, sameAs: "q")
-        try output.requireDtype(query.dtype, sameAs: "q")
+        let (query, key, value, output) = try qkvo(q, k, v, out)
         let mask = try keyMask.map { try Descriptor("mask", $0, dtypes: [Int32(ATTN_DTYPE_BOOL), Int32(ATTN_DTYPE_U8)]) }
-        let probabilities = try weights.map { try Descriptor("weights", $0, dtypes: floats) }
+        let probabilities = try weights.map { try Descriptor("weights", $0, dtypes: attentionDtypes) }
         try probabilities?.requireDtype(query.dtype, sameAs: "q")
 
         let kernel = EagerAttention(numHeads: Int(options.num_heads), headDim: Int(options.head_dim),

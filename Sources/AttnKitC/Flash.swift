@@ -32,21 +32,6 @@ func qkQuantization(_ code: Int32) -> QKQuantization? {
     }
 }
 
-private let floatDtypes = attentionDtypes
-
-/// q, k, v and out: float descriptors of one dtype.
-private func qkvo(_ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
-                  _ out: UnsafePointer<attn_tensor>?) throws -> (Descriptor, Descriptor, Descriptor, Descriptor) {
-    let query = try Descriptor("q", q, dtypes: floatDtypes)
-    let key = try Descriptor("k", k, dtypes: floatDtypes)
-    let value = try Descriptor("v", v, dtypes: floatDtypes)
-    let output = try Descriptor("out", out, dtypes: floatDtypes)
-    try key.requireDtype(query.dtype, sameAs: "q")
-    try value.requireDtype(query.dtype, sameAs: "q")
-    try output.requireDtype(query.dtype, sameAs: "q")
-    return (query, key, value, output)
-}
-
 private func cuSeqlens(_ name: String, _ tensor: UnsafePointer<attn_tensor>?) throws -> [Int] {
     let descriptor = try Descriptor(name, tensor, dtypes: [Int32(ATTN_DTYPE_I32), Int32(ATTN_DTYPE_I64)])
     if Int(descriptor.dtype) == ATTN_DTYPE_I32 {

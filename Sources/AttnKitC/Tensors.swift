@@ -64,6 +64,17 @@ struct Descriptor {
 /// The float dtypes every attention entry point takes.
 let attentionDtypes = [Int32(ATTN_DTYPE_F32), Int32(ATTN_DTYPE_F64), Int32(ATTN_DTYPE_F16), Int32(ATTN_DTYPE_BF16)]
 
+/// q, k, v and out: float descriptors of one dtype (eager and flash entry points).
+func qkvo(_ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
+          _ out: UnsafePointer<attn_tensor>?) throws -> (Descriptor, Descriptor, Descriptor, Descriptor) {
+    let query = try Descriptor("q", q, dtypes: attentionDtypes)
+    let key = try Descriptor("k", k, dtypes: attentionDtypes)
+    let value = try Descriptor("v", v, dtypes: attentionDtypes)
+    let output = try Descriptor("out", out, dtypes: attentionDtypes)
+    for operand in [key, value, output] { try operand.requireDtype(query.dtype, sameAs: "q") }
+    return (query, key, value, output)
+}
+
 /// Calls `body` with the storage type of a float dtype code.
 func withStorage(_ dtype: attn_dtype, _ body: (any AttnStorage.Type) throws -> Void) throws {
     switch Int(dtype) {

@@ -31,6 +31,16 @@ def check_int(name, value, minimum=None):
     return value
 
 
+QK_QUANT_CODES = {"per_block": 0, "per_token": 1, "per_tensor": 2}
+
+
+def qk_quant_code(qk_quant):
+    """The ATTN_QK_QUANT_* code of a qk_quant name."""
+    if qk_quant not in QK_QUANT_CODES:
+        raise ValueError(f"qk_quant must be one of {sorted(QK_QUANT_CODES)}, got {qk_quant!r}")
+    return QK_QUANT_CODES[qk_quant]
+
+
 def empty_like_kind(reference, shape, dtype=None):
     """An uninitialized contiguous array of `shape` from the same library as `reference`."""
     if is_torch(reference):

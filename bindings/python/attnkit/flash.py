@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 
 from . import _attnkit
-from ._arrays import check_int, check_tensor, empty_like_kind, is_torch
+from ._arrays import check_int, check_tensor, empty_like_kind, is_torch, qk_quant_code
 from ._random import next_seed
 
 
@@ -40,6 +40,16 @@ def _lse_like(q, shape):
     return np.empty(shape, dtype=np.float32)
 
 
+def _varlen_arguments(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window_size, alibi_slopes):
+    """The checks every varlen entry shares: cu_seqlens, max lengths, window and slopes."""
+    cu_q, cu_k = _index_tensor("cu_seqlens_q", cu_seqlens_q), _index_tensor("cu_seqlens_k", cu_seqlens_k)
+    max_q, max_k = check_int("max_seqlen_q", max_seqlen_q, 0), check_int("max_seqlen_k", max_seqlen_k, 0)
+    left, right = _window(window_size)
+    if alibi_slopes is not None:
+        check_tensor("alibi_slopes", alibi_slopes)
+    return cu_q, cu_k, max_q, max_k, left, right
+
+
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                            deterministic=False, return_attn_probs=False, *, _int8_mode=-1, _smooth_k=False):
@@ -50,11 +60,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, x)
-    cu_q, cu_k = _index_tensor("cu_seqlens_q", cu_seqlens_q), _index_tensor("cu_seqlens_k", cu_seqlens_k)
-    max_seqlen_q, max_seqlen_k = check_int("max_seqlen_q", max_seqlen_q, 0), check_int("max_seqlen_k", max_seqlen_k, 0)
-    left, right = _window(window_size)
-    if alibi_slopes is not None:
-        check_tensor("alibi_slopes", alibi_slopes)
+    cu_q, cu_k, max_seqlen_q, max_seqlen_k, left, right = _varlen_arguments(
+        cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window_size, alibi_slopes)
     if q.ndim != 3 or v.ndim != 3:
         raise ValueError(f"q and v must have rank 3 (total, heads, head_dim), got {q.ndim} and {v.ndim}")
     out = empty_like_kind(q, (q.shape[0], q.shape[1], v.shape[2]))
@@ -67,21 +74,17 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     return (out, lse, None) if return_attn_probs else out
 
 
-_QK_QUANT = {"per_block": 0, "per_token": 1, "per_tensor": 2}
-
-
 def int8_flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None,
                                 causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                                 qk_quant="per_block", smooth_k=True, return_attn_probs=False):
     """flash_attn_varlen_func (without dropout) with QKᵀ in int8, as int8_scaled_dot_product_attention:
     Q and K quantized per block (64 rows / 64 keys), per token or per tensor; smooth_k subtracts each
     sequence's K mean per KV head (not allowed with softcap > 0). lse is that of the true logits."""
-    if qk_quant not in _QK_QUANT:
-        raise ValueError(f"qk_quant must be one of {sorted(_QK_QUANT)}, got {qk_quant!r}")
+    mode = qk_quant_code(qk_quant)
     return flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                   softmax_scale=softmax_scale, causal=causal, window_size=window_size, softcap=softcap,
                                   alibi_slopes=alibi_slopes, return_attn_probs=return_attn_probs,
-                                  _int8_mode=_QK_QUANT[qk_quant], _smooth_k=smooth_k)
+                                  _int8_mode=mode, _smooth_k=smooth_k)
 
 
 def flash_attn_varlen_int8_func(q_int8, q_scale, k_int8, k_scale, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
@@ -95,11 +98,8 @@ def flash_attn_varlen_int8_func(q_int8, q_scale, k_int8, k_scale, v, cu_seqlens_
     """
     for name, x in (("q_int8", q_int8), ("q_scale", q_scale), ("k_int8", k_int8), ("k_scale", k_scale), ("v", v)):
         check_tensor(name, x)
-    cu_q, cu_k = _index_tensor("cu_seqlens_q", cu_seqlens_q), _index_tensor("cu_seqlens_k", cu_seqlens_k)
-    max_seqlen_q, max_seqlen_k = check_int("max_seqlen_q", max_seqlen_q, 0), check_int("max_seqlen_k", max_seqlen_k, 0)
-    left, right = _window(window_size)
-    if alibi_slopes is not None:
-        check_tensor("alibi_slopes", alibi_slopes)
+    cu_q, cu_k, max_seqlen_q, max_seqlen_k, left, right = _varlen_arguments(
+        cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window_size, alibi_slopes)
     if q_int8.ndim != 3 or v.ndim != 3:
         raise ValueError(f"q_int8 and v must have rank 3 (total, heads, head_dim), got {q_int8.ndim} and {v.ndim}")
     out = empty_like_kind(v, (q_int8.shape[0], q_int8.shape[1], v.shape[2]))

@@ -3,7 +3,7 @@ and the seed wrappers sdpa_bidirectional_attention / sdpa_causal_attention."""
 import numbers
 
 from . import _attnkit
-from ._arrays import check_int, check_tensor, empty_like_kind, is_torch
+from ._arrays import check_int, check_tensor, empty_like_kind, is_torch, qk_quant_code
 from ._random import next_seed
 
 
@@ -76,9 +76,6 @@ def sdpa_causal_attention(q, k, v, num_heads, head_dim, mask=None):
     return _sdpa_seed(q, k, v, num_heads, head_dim, mask, causal=True)
 
 
-_QK_QUANT = {"per_block": 0, "per_token": 1, "per_tensor": 2}
-
-
 def int8_scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None, enable_gqa=False,
                                       qk_quant="per_block", smooth_k=True):
     """scaled_dot_product_attention (without dropout) with QKᵀ in int8 (spec section 5).
@@ -93,13 +90,12 @@ def int8_scaled_dot_product_attention(query, key, value, attn_mask=None, is_caus
         check_tensor("attn_mask", attn_mask)
         if is_causal:
             raise ValueError("attn_mask must be None when is_causal=True (as in torch)")
-    if qk_quant not in _QK_QUANT:
-        raise ValueError(f"qk_quant must be one of {sorted(_QK_QUANT)}, got {qk_quant!r}")
+    mode = qk_quant_code(qk_quant)
     if scale is not None and (not isinstance(scale, numbers.Real) or isinstance(scale, bool)):
         raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
     if query.ndim < 2 or value.ndim < 1:
         raise ValueError(f"query must have at least 2 dims (..., L, E), got {query.ndim}")
     out = empty_like_kind(query, tuple(query.shape[:-1]) + (value.shape[-1],))
     _attnkit.int8_sdpa_forward(query, key, value, attn_mask, out, bool(is_causal), bool(enable_gqa),
-                               None if scale is None else float(scale), _QK_QUANT[qk_quant], bool(smooth_k))
+                               None if scale is None else float(scale), mode, bool(smooth_k))
     return out
