@@ -23,82 +23,141 @@ import _Builtin_intrinsics.intel
 public enum FlashEngine {
     static let rowsPerTask = 64
     static let chunks = 4          // rowsPerTask / 16
+    /// Key tiles are aligned to multiples of this, for every query block, so a
+    /// block's arithmetic never depends on which other blocks share its task.
     static let keysPerTile = 128
+    /// Query blocks per task at most. The blocks of a task share every packed
+    /// K/V tile, so a strided (B, S, H, D) source is gathered once per 256 query
+    /// rows instead of once per 64.
+    static let maxBlocksPerTask = 4
 
-    /// Runs every unit, parallel over (unit, query block). Results do not
-    /// depend on the thread count: each task owns its rows.
+    /// Runs every unit, parallel over (unit, group of query blocks). Results do
+    /// not depend on the thread count: each block owns its rows, and its key
+    /// tiles are the same whatever group it lands in.
     /// Specialized per storage type: callers in other modules reach it generically.
     @_specialize(where E == Float)
     @_specialize(where E == Float16)
     @_specialize(where E == BFloat16)
     package static func run<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
-        // Tasks are (unit, block of 64 query rows), largest first, so that one
+        let totalBlocks = units.reduce(0) { $0 + ($1.queries + rowsPerTask - 1) / rowsPerTask }
+        if totalBlocks == 0 { return }
+        // Group blocks only while every worker still gets several tasks.
+        let blocksPerTask = Swift.max(1, Swift.min(maxBlocksPerTask, totalBlocks / Swift.max(1, 8 * threads)))
+        // Tasks are (unit, first block, block count), largest first, so that one
         // long sequence among short ones is spread over every worker and no
         // worker is left with a long task at the end. The order only changes
         // who computes a block, never its result.
-        var tasks: [(unit: Int32, block: Int32, cost: Int)] = []
+        var tasks: [(unit: Int32, block: Int32, count: Int32, cost: Int)] = []
         for (index, unit) in units.enumerated() where unit.queries > 0 {
             let blocks = (unit.queries + rowsPerTask - 1) / rowsPerTask
-            for block in 0..<blocks {
-                let rowStart = block * rowsPerTask, rowEnd = Swift.min(unit.queries, rowStart + rowsPerTask)
-                let first = options.keyRange(row: rowStart, diagonal: unit.diagonal, keys: unit.keys)
-                let last = options.keyRange(row: rowEnd - 1, diagonal: unit.diagonal, keys: unit.keys)
-                tasks.append((Int32(index), Int32(block), Swift.max(0, last.hi + 1 - first.lo) + 1))
+            for first in stride(from: 0, to: blocks, by: blocksPerTask) {
+                let count = Swift.min(blocksPerTask, blocks - first)
+                var cost = 0
+                for block in first..<(first + count) {
+                    let range = blockKeys(unit, options: options, rowStart: block * rowsPerTask)
+                    cost += Swift.max(0, range.upperBound - range.lowerBound) + 1
+                }
+                tasks.append((Int32(index), Int32(first), Int32(count), cost))
             }
         }
         tasks.sort { $0.cost != $1.cost ? $0.cost > $1.cost : ($0.unit, $0.block) < ($1.unit, $1.block) }
-        if tasks.isEmpty { return }
         let workers = Swift.max(1, Swift.min(threads, tasks.count))
-        let paddedDim = (options.headDim + 15) & ~15
-        let queryTiles = try PerWorker<Float>(workers: workers, count: try checkedProduct(paddedDim, rowsPerTask, what: "q"))
-        defer { queryTiles.deallocate() }
-        let scoreTiles = try PerWorker<Float>(workers: workers, count: keysPerTile * rowsPerTask)
-        defer { scoreTiles.deallocate() }
-        let outTiles = try PerWorker<Float>(workers: workers, count: try checkedProduct(Swift.max(options.valueDim, 1), rowsPerTask, what: "v"))
-        defer { outTiles.deallocate() }
-        let stateTiles = try PerWorker<Float>(workers: workers, count: 3 * rowsPerTask)
-        defer { stateTiles.deallocate() }
-        let keyTiles = try PerWorker<Float>(workers: workers, count: try checkedProduct(keysPerTile, options.headDim, what: "k"))
-        defer { keyTiles.deallocate() }
-        let valueTiles = try PerWorker<Float>(workers: workers, count: try checkedProduct(keysPerTile, Swift.max(options.valueDim, 1), what: "v"))
-        defer { valueTiles.deallocate() }
-        // The int8 path's quantized Q block, row scales and int32 scores (small when unused).
-        let usesInt8 = units.contains { $0.int8Keys != nil }
-        let groups = (options.headDim + 3) / 4
-        let int8Queries = try PerWorker<UInt8>(workers: workers, count: usesInt8 ? try checkedProduct(groups, rowsPerTask, 4, what: "q") : 1)
-        defer { int8Queries.deallocate() }
-        let int8RowScales = try PerWorker<Float>(workers: workers, count: rowsPerTask)
-        defer { int8RowScales.deallocate() }
-        let int8Scores = try PerWorker<Int32>(workers: workers, count: usesInt8 ? keysPerTile * rowsPerTask : 1)
-        defer { int8Scores.deallocate() }
+        let layout = try ScratchLayout(options: options, blocks: blocksPerTask,
+                                       usesInt8: units.contains { $0.int8Keys != nil })
+        let floats = try PerWorker<Float>(workers: workers, count: layout.floats)
+        defer { floats.deallocate() }
+        let bytes = try PerWorker<UInt8>(workers: workers, count: layout.bytes)
+        defer { bytes.deallocate() }
+        let ints = try PerWorker<Int32>(workers: workers, count: layout.ints)
+        defer { ints.deallocate() }
         tasks.withUnsafeBufferPointer { taskList in
             units.withUnsafeBufferPointer { unitList in
                 parallelFor(count: taskList.count, threads: workers) { task, worker in
-                    let (unit, block, _) = taskList[task]
-                    let scratch = TileScratch(queryT: queryTiles[worker], scoresT: scoreTiles[worker], outT: outTiles[worker],
-                                              keys: keyTiles[worker], values: valueTiles[worker],
-                                              states: RowStates(base: stateTiles[worker]),
-                                              int8Query: int8Queries[worker], int8RowScales: int8RowScales[worker],
-                                              int8Scores: int8Scores[worker])
-                    runTask(unitList[Int(unit)], rowStart: Int(block) * rowsPerTask, options: options, scratch: scratch)
+                    let (unit, block, count, _) = taskList[task]
+                    let scratch = layout.scratch(floats: floats[worker], bytes: bytes[worker], ints: ints[worker])
+                    runTask(unitList[Int(unit)], firstBlock: Int(block), blockCount: Int(count), options: options,
+                            scratch: scratch)
                 }
             }
         }
     }
 
+    /// The keys [lo, hi) that some row of the block starting at rowStart may see.
+    @inline(__always)
+    static func blockKeys<E>(_ unit: AttentionUnit<E>, options: AttentionOptions, rowStart: Int) -> Range<Int> {
+        let rowEnd = Swift.min(unit.queries, rowStart + rowsPerTask)
+        let first = options.keyRange(row: rowStart, diagonal: unit.diagonal, keys: unit.keys)
+        let last = options.keyRange(row: rowEnd - 1, diagonal: unit.diagonal, keys: unit.keys)
+        return first.lo..<Swift.max(first.lo, last.hi + 1)
+    }
+
+    /// How one worker's three scratch buffers are carved up.
+    struct ScratchLayout {
+        let paddedDim: Int, valueDim: Int, blocks: Int
+        let queryFloats: Int, outFloats: Int, keyFloats: Int, valueFloats: Int
+        let int8QueryBytes: Int, int8ScoreInts: Int
+        let floats: Int, bytes: Int, ints: Int
+
+        init(options: AttentionOptions, blocks: Int, usesInt8: Bool) throws {
+            paddedDim = (options.headDim + 15) & ~15
+            valueDim = Swift.max(options.valueDim, 1)
+            self.blocks = blocks
+            queryFloats = try checkedProduct(paddedDim, rowsPerTask, what: "q")
+            outFloats = try checkedProduct(valueDim, rowsPerTask, what: "v")
+            keyFloats = try checkedProduct(keysPerTile, options.headDim, what: "k")
+            valueFloats = try checkedProduct(keysPerTile, valueDim, what: "v")
+            let groups = (options.headDim + 3) / 4
+            int8QueryBytes = usesInt8 ? try checkedProduct(groups, rowsPerTask, 4, what: "q") : 0
+            int8ScoreInts = usesInt8 ? keysPerTile * rowsPerTask : 1
+            // Per block: Qᵀ, Oᵀ, the row states and the int8 row scales.
+            let perBlock = try checkedProduct(queryFloats + outFloats + 4 * rowsPerTask, 1, what: "q")
+            floats = try checkedProduct(perBlock, blocks, what: "q") + keysPerTile * rowsPerTask + keyFloats + valueFloats
+            bytes = Swift.max(1, try checkedProduct(int8QueryBytes, blocks, what: "q"))
+            ints = int8ScoreInts
+        }
+
+        func scratch(floats base: UnsafeMutablePointer<Float>, bytes: UnsafeMutablePointer<UInt8>,
+                     ints: UnsafeMutablePointer<Int32>) -> TileScratch {
+            let perBlock = queryFloats + outFloats + 4 * rowsPerTask
+            let shared = base + perBlock * blocks
+            return TileScratch(blockBase: base, blockFloats: perBlock, queryFloats: queryFloats, outFloats: outFloats,
+                               int8Queries: bytes, int8QueryBytes: int8QueryBytes,
+                               scoresT: shared, keys: shared + keysPerTile * rowsPerTask,
+                               values: shared + keysPerTile * rowsPerTask + keyFloats, int8Scores: ints)
+        }
+    }
+
+    /// One worker's scratch: per-block state for each block of a task, and the
+    /// tiles the blocks share.
     struct TileScratch {
-        let queryT: UnsafeMutablePointer<Float>   // [paddedDim][64], scaled by options.scale
+        let blockBase: UnsafeMutablePointer<Float>
+        let blockFloats: Int, queryFloats: Int, outFloats: Int
+        let int8Queries: UnsafeMutablePointer<UInt8>
+        let int8QueryBytes: Int
         let scoresT: UnsafeMutablePointer<Float>  // [keysPerTile][64]: scores, then probabilities
-        let outT: UnsafeMutablePointer<Float>     // [valueDim][64]: the unnormalized output
         let keys: UnsafeMutablePointer<Float>     // [keysPerTile][headDim]: this tile's K rows, in fp32
         let values: UnsafeMutablePointer<Float>   // [keysPerTile][valueDim]: this tile's V rows, in fp32
+        let int8Scores: UnsafeMutablePointer<Int32>    // [keysPerTile][64]: exact int32 Q·Kᵀ
+
+        func block(_ slot: Int) -> BlockScratch {
+            let base = blockBase + slot &* blockFloats
+            return BlockScratch(queryT: base, outT: base + queryFloats,
+                                states: RowStates(base: base + queryFloats + outFloats),
+                                int8Query: int8Queries + slot &* int8QueryBytes,
+                                int8RowScales: base + queryFloats + outFloats + 3 * rowsPerTask)
+        }
+    }
+
+    /// What one query block keeps for the whole task.
+    struct BlockScratch {
+        let queryT: UnsafeMutablePointer<Float>   // [paddedDim][64], scaled by options.scale
+        let outT: UnsafeMutablePointer<Float>     // [valueDim][64]: the unnormalized output
         let states: RowStates
         let int8Query: UnsafeMutablePointer<UInt8>     // [groups][64][4]: Q in int8 (+128), int8 path only
         let int8RowScales: UnsafeMutablePointer<Float> // [64]: Q's dequantization scale · softmax scale
-        let int8Scores: UnsafeMutablePointer<Int32>    // [keysPerTile][64]: exact int32 Q·Kᵀ
     }
 
-    /// The online softmax state of the task's 64 rows, kept in scratch memory
+    /// The online softmax state of a block's 64 rows, kept in scratch memory
     /// (SIMD16 values passed between functions would travel in xmm halves):
     ///   rowMax  m: the largest score seen so far in each row (−inf until a key is allowed);
     ///   rowSum  l: Σ exp(score − m) over the keys seen so far, in the current m's units;
@@ -116,82 +175,118 @@ public enum FlashEngine {
         }
     }
 
-    static func runTask<E: AttnStorage>(_ unit: AttentionUnit<E>, rowStart: Int, options: AttentionOptions, scratch: TileScratch) {
-        let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
-        let rowEnd = rowStart + rows
+    /// Query blocks firstBlock ..< firstBlock + blockCount of one unit. Key tiles
+    /// are [t·keysPerTile, (t+1)·keysPerTile); each is gathered once and every
+    /// block takes the part of it that its rows may see.
+    static func runTask<E: AttnStorage>(_ unit: AttentionUnit<E>, firstBlock: Int, blockCount: Int,
+                                        options: AttentionOptions, scratch: TileScratch) {
         let dim = options.headDim, valueDim = options.valueDim
         let paddedDim = (dim + 15) & ~15
-
-        // Keys any row of the block may see; tiles outside are never touched.
-        let first = options.keyRange(row: rowStart, diagonal: unit.diagonal, keys: unit.keys)
-        let last = options.keyRange(row: rowEnd - 1, diagonal: unit.diagonal, keys: unit.keys)
-        let keyStart = first.lo, keyStop = last.hi + 1
-
         let groups = (dim + 3) / 4
-        if let source = unit.int8QuerySource {
-            packQueryPrequantized(source, rowStart: rowStart, rows: rows, dim: dim, groups: groups,
-                                  softmaxScale: options.scale, into: scratch.int8Query, rowScales: scratch.int8RowScales)
-        } else if unit.int8Keys != nil {
-            packQueryInt8(unit, rowStart: rowStart, rows: rows, dim: dim, groups: groups, mode: options.int8Query,
-                          softmaxScale: options.scale, into: scratch.int8Query, rowScales: scratch.int8RowScales)
-        } else if usesBF16Dots(unit) {
-            #if ATTNKIT_AVX512_BF16
-            // The bf16 pairs fit in Qᵀ's fp32 scratch: ceil(D/2) ≤ paddedDim rows of 64 lanes.
-            packQueryPairs(unsafeBitCast(unit, to: AttentionUnit<BFloat16>.self), rowStart: rowStart, rows: rows,
-                           dim: dim, into: UnsafeMutableRawPointer(scratch.queryT).assumingMemoryBound(to: UInt32.self))
-            #endif
-        } else {
-            packQueryTransposed(unit, rowStart: rowStart, rows: rows, dim: dim, paddedDim: paddedDim,
-                                scale: options.scale, into: scratch.queryT)
+        var taskLow = Int.max, taskHigh = Int.min
+        for slot in 0..<blockCount {
+            let rowStart = (firstBlock + slot) * rowsPerTask
+            let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
+            let range = blockKeys(unit, options: options, rowStart: rowStart)
+            if !range.isEmpty { taskLow = Swift.min(taskLow, range.lowerBound); taskHigh = Swift.max(taskHigh, range.upperBound) }
+            let block = scratch.block(slot)
+            if let source = unit.int8QuerySource {
+                packQueryPrequantized(source, rowStart: rowStart, rows: rows, dim: dim, groups: groups,
+                                      softmaxScale: options.scale, into: block.int8Query, rowScales: block.int8RowScales)
+            } else if unit.int8Keys != nil {
+                packQueryInt8(unit, rowStart: rowStart, rows: rows, dim: dim, groups: groups, mode: options.int8Query,
+                              softmaxScale: options.scale, into: block.int8Query, rowScales: block.int8RowScales)
+            } else if usesBF16Dots(unit) {
+                #if ATTNKIT_AVX512_BF16
+                // The bf16 pairs fit in Qᵀ's fp32 scratch: ceil(D/2) ≤ paddedDim rows of 64 lanes.
+                packQueryPairs(unsafeBitCast(unit, to: AttentionUnit<BFloat16>.self), rowStart: rowStart, rows: rows,
+                               dim: dim, into: UnsafeMutableRawPointer(block.queryT).assumingMemoryBound(to: UInt32.self))
+                #endif
+            } else {
+                packQueryTransposed(unit, rowStart: rowStart, rows: rows, dim: dim, paddedDim: paddedDim,
+                                    scale: options.scale, into: block.queryT)
+            }
+            block.outT.update(repeating: 0, count: valueDim * rowsPerTask)
+            block.states.reset()
         }
-        scratch.outT.update(repeating: 0, count: valueDim * rowsPerTask)
-        let states = scratch.states
-        states.reset()
 
-        var tileStart = keyStart
-        while tileStart < keyStop {
-            let tileKeys = Swift.min(keysPerTile, keyStop - tileStart)
+        var tileStart = taskLow == Int.max ? 0 : taskLow / keysPerTile * keysPerTile
+        while tileStart < taskHigh {
+            let tileEnd = Swift.min(tileStart + keysPerTile, unit.keys)
+            // The keys of this tile that some block of the task may see.
+            let packStart = Swift.max(tileStart, taskLow), packEnd = Swift.min(tileEnd, taskHigh)
+            tileStart += keysPerTile
+            if packStart >= packEnd { continue }
+            let packCount = packEnd - packStart
             // K and V rows are copied into contiguous fp32 tiles: whatever the input's
             // strides and dtype, the inner loops then read L1-resident, unit-stride rows
             // (a (B, S, H, D) layout would otherwise touch one page per key).
-            let valueRows = packRows(unit.v, start: tileStart, count: tileKeys, width: valueDim, into: scratch.values)
-            if let int8 = unit.int8Keys {
-                // SageAttention-style: QKᵀ in int8 with int32 sums, then back to fp32.
-                int8ScoreTile(queryU8: scratch.int8Query, groups: groups, keys: int8.values + tileStart &* int8.paddedDim,
-                              keySums: int8.sums + tileStart, keyCount: tileKeys, into: scratch.int8Scores)
-                dequantizeScores(scratch.int8Scores, rowScales: scratch.int8RowScales, keyScales: int8.scales + tileStart,
-                                 keyCount: tileKeys, into: scratch.scoresT)
+            let valueRows = packRows(unit.v, start: packStart, count: packCount, width: valueDim, into: scratch.values)
+            var keyRows: UnsafePointer<Float>? = nil
+            #if ATTNKIT_AVX512_BF16
+            let keyPairs = UnsafeMutableRawPointer(scratch.keys).assumingMemoryBound(to: UInt32.self)
+            #endif
+            if unit.int8Keys != nil {
+                // Read in place from the quantized keys.
             } else if usesBF16Dots(unit) {
                 #if ATTNKIT_AVX512_BF16
                 // K's bf16 pairs fit in the fp32 key tile: ceil(D/2) ≤ D words per key.
-                let keyPairs = UnsafeMutableRawPointer(scratch.keys).assumingMemoryBound(to: UInt32.self)
-                packKeyPairs(unsafeBitCast(unit.k, to: Strided2D<BFloat16>.self), start: tileStart, count: tileKeys,
+                packKeyPairs(unsafeBitCast(unit.k, to: Strided2D<BFloat16>.self), start: packStart, count: packCount,
                              dim: dim, into: keyPairs)
-                bf16ScoreTile(queryPairs: UnsafeRawPointer(scratch.queryT).assumingMemoryBound(to: UInt32.self),
-                              pairCount: (dim + 1) / 2, keyPairs: keyPairs, keyCount: tileKeys, scale: options.scale,
-                              into: scratch.scoresT)
                 #endif
             } else {
-                let keyRows = packRows(unit.k, start: tileStart, count: tileKeys, width: dim, into: scratch.keys)
-                scoreTile(queryT: scratch.queryT, realDim: dim, keys: keyRows, keyCount: tileKeys, into: scratch.scoresT)
+                keyRows = packRows(unit.k, start: packStart, count: packCount, width: dim, into: scratch.keys)
             }
-            transformScores(unit, options: options, rowStart: rowStart, rows: rows, tileStart: tileStart,
-                            tileKeys: tileKeys, scores: scratch.scoresT)
-            for chunk in 0..<chunks { updateSoftmax(states, chunk: chunk, scores: scratch.scoresT, tileKeys: tileKeys) }
-            if options.dropoutP > 0 {
-                applyDropout(unit, options: options, rowStart: rowStart, tileStart: tileStart, tileKeys: tileKeys,
-                             probabilities: scratch.scoresT)
+            // V is scanned once per tile for NaN/Inf, which need the slow P·V.
+            let valuesFinite = allFinite(valueRows, count: packCount * valueDim)
+            for slot in 0..<blockCount {
+                let rowStart = (firstBlock + slot) * rowsPerTask
+                let range = blockKeys(unit, options: options, rowStart: rowStart)
+                let start = Swift.max(packStart, range.lowerBound), end = Swift.min(packEnd, range.upperBound)
+                if start >= end { continue }
+                let offset = start - packStart, count = end - start
+                let block = scratch.block(slot)
+                if let int8 = unit.int8Keys {
+                    // SageAttention-style: QKᵀ in int8 with int32 sums, then back to fp32.
+                    int8ScoreTile(queryU8: block.int8Query, groups: groups, keys: int8.values + start &* int8.paddedDim,
+                                  keySums: int8.sums + start, keyCount: count, into: scratch.int8Scores)
+                    dequantizeScores(scratch.int8Scores, rowScales: block.int8RowScales, keyScales: int8.scales + start,
+                                     keyCount: count, into: scratch.scoresT)
+                } else if usesBF16Dots(unit) {
+                    #if ATTNKIT_AVX512_BF16
+                    let pairCount = (dim + 1) / 2
+                    bf16ScoreTile(queryPairs: UnsafeRawPointer(block.queryT).assumingMemoryBound(to: UInt32.self),
+                                  pairCount: pairCount, keyPairs: keyPairs + offset &* pairCount, keyCount: count,
+                                  scale: options.scale, into: scratch.scoresT)
+                    #endif
+                } else if let keyRows {
+                    scoreTile(queryT: block.queryT, realDim: dim, keys: keyRows + offset &* dim, keyCount: count,
+                              into: scratch.scoresT)
+                }
+                let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
+                transformScores(unit, options: options, rowStart: rowStart, rows: rows, tileStart: start,
+                                tileKeys: count, scores: scratch.scoresT)
+                for chunk in 0..<chunks { updateSoftmax(block.states, chunk: chunk, scores: scratch.scoresT, tileKeys: count) }
+                if options.dropoutP > 0 {
+                    applyDropout(unit, options: options, rowStart: rowStart, tileStart: start, tileKeys: count,
+                                 probabilities: scratch.scoresT)
+                }
+                if valuesFinite {
+                    accumulateValues(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
+                                     values: valueRows + offset &* valueDim, keys: count, rescale: block.states.rescale)
+                } else {
+                    accumulateValuesSkippingExcluded(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
+                                                     values: valueRows + offset &* valueDim, keys: count,
+                                                     rescale: block.states.rescale)
+                }
             }
-            if allFinite(valueRows, count: tileKeys * valueDim) {
-                accumulateValues(outT: scratch.outT, valueDim: valueDim, probabilities: scratch.scoresT,
-                                 values: valueRows, keys: tileKeys, rescale: states.rescale)
-            } else {
-                accumulateValuesSkippingExcluded(outT: scratch.outT, valueDim: valueDim, probabilities: scratch.scoresT,
-                                                 values: valueRows, keys: tileKeys, rescale: states.rescale)
-            }
-            tileStart += tileKeys
         }
-        finish(unit, options: options, rowStart: rowStart, rows: rows, outT: scratch.outT, states: states)
+        for slot in 0..<blockCount {
+            let rowStart = (firstBlock + slot) * rowsPerTask
+            let block = scratch.block(slot)
+            finish(unit, options: options, rowStart: rowStart, rows: Swift.min(rowsPerTask, unit.queries - rowStart),
+                   outT: block.outT, states: block.states)
+        }
     }
 
     /// Whether this build scores bf16 inputs with vdpbf16ps (the cooperlake build only).
@@ -381,8 +476,17 @@ public enum FlashEngine {
         // m_new = max(m_old, max over this tile's keys). The max may skip a NaN
         // score, but exp(NaN − m) is NaN, so l and the row's output turn NaN:
         // NaN input is never hidden.
-        var tileMax = oldMax
-        for key in 0..<tileKeys { tileMax = lanewiseMax(tileMax, load16(column + key &* rowsPerTask)) }
+        // Four running maxima, so the loop is not one chain of dependent vmaxps.
+        var max0 = oldMax, max1 = oldMax, max2 = oldMax, max3 = oldMax
+        var key = 0
+        while key + 4 <= tileKeys {
+            let p = column + key &* rowsPerTask
+            max0 = lanewiseMax(max0, load16(p)); max1 = lanewiseMax(max1, load16(p + rowsPerTask))
+            max2 = lanewiseMax(max2, load16(p + 2 &* rowsPerTask)); max3 = lanewiseMax(max3, load16(p + 3 &* rowsPerTask))
+            key += 4
+        }
+        while key < tileKeys { max0 = lanewiseMax(max0, load16(column + key &* rowsPerTask)); key += 1 }
+        let tileMax = lanewiseMax(lanewiseMax(max0, max1), lanewiseMax(max2, max3))
         // Rows with every key so far excluded still have m = −inf: their
         // probabilities are 0 and nothing is rescaled, so exp(−inf − (−inf))
         // is never evaluated into the result.

@@ -24,27 +24,25 @@ final class FlashTests: XCTestCase {
         ]
         for (index, attention) in settings.enumerated() {
             for useSlopes in [false, true] {
-                var fast = [Float](repeating: .nan, count: cuQ.last! * heads * valueDim), slow = fast
-                var lseFast = [Float](repeating: .nan, count: heads * cuQ.last!), lseSlow = lseFast
-                try q.withUnsafeBufferPointer { qp in try k.withUnsafeBufferPointer { kp in
-                try v.withUnsafeBufferPointer { vp in try slopes.withUnsafeBufferPointer { sp in
-                    let query = StridedTensor(contiguous: qp.baseAddress, shape: [cuQ.last!, heads, dim])
-                    let key = StridedTensor(contiguous: kp.baseAddress, shape: [cuK.last!, keyHeads, dim])
-                    let value = StridedTensor(contiguous: vp.baseAddress, shape: [cuK.last!, keyHeads, valueDim])
-                    let alibi = useSlopes ? StridedTensor(contiguous: sp.baseAddress, shape: [heads]) : nil
-                    for (useReference, target, lseTarget) in [(false, UnsafeMutablePointer<[Float]>(&fast), UnsafeMutablePointer<[Float]>(&lseFast)),
-                                                              (true, UnsafeMutablePointer<[Float]>(&slow), UnsafeMutablePointer<[Float]>(&lseSlow))] {
-                        try target.pointee.withUnsafeMutableBufferPointer { o in
-                            try lseTarget.pointee.withUnsafeMutableBufferPointer { l in
-                                try attention.varlen(q: query, k: key, v: value, cuSeqlensQ: cuQ, cuSeqlensK: cuK,
-                                                     maxSeqlenQ: 130, maxSeqlenK: 200, alibiSlopes: alibi,
-                                                     out: MutableStridedTensor(contiguous: o.baseAddress, shape: [cuQ.last!, heads, valueDim]),
-                                                     lse: MutableStridedTensor(contiguous: l.baseAddress, shape: [heads, cuQ.last!]),
-                                                     threads: 2, useReference: useReference)
-                            }
-                        }
-                    }
-                }}}}
+                func run(useReference: Bool) throws -> (out: [Float], lse: [Float]) {
+                    var out = [Float](repeating: .nan, count: cuQ.last! * heads * valueDim)
+                    var lse = [Float](repeating: .nan, count: heads * cuQ.last!)
+                    try q.withUnsafeBufferPointer { qp in try k.withUnsafeBufferPointer { kp in
+                    try v.withUnsafeBufferPointer { vp in try slopes.withUnsafeBufferPointer { sp in
+                    try out.withUnsafeMutableBufferPointer { o in try lse.withUnsafeMutableBufferPointer { l in
+                        try attention.varlen(q: StridedTensor(contiguous: qp.baseAddress, shape: [cuQ.last!, heads, dim]),
+                                             k: StridedTensor(contiguous: kp.baseAddress, shape: [cuK.last!, keyHeads, dim]),
+                                             v: StridedTensor(contiguous: vp.baseAddress, shape: [cuK.last!, keyHeads, valueDim]),
+                                             cuSeqlensQ: cuQ, cuSeqlensK: cuK, maxSeqlenQ: 130, maxSeqlenK: 200,
+                                             alibiSlopes: useSlopes ? StridedTensor(contiguous: sp.baseAddress, shape: [heads]) : nil,
+                                             out: MutableStridedTensor(contiguous: o.baseAddress, shape: [cuQ.last!, heads, valueDim]),
+                                             lse: MutableStridedTensor(contiguous: l.baseAddress, shape: [heads, cuQ.last!]),
+                                             threads: 2, useReference: useReference)
+                    }}}}}}
+                    return (out, lse)
+                }
+                let (fast, lseFast) = try run(useReference: false)
+                let (slow, lseSlow) = try run(useReference: true)
                 let label = "setting \(index) alibi=\(useSlopes)"
                 assertClose(fast, slow, tolerance: 2e-6, "out " + label)
                 let finite = zip(lseFast, lseSlow).filter { $0.1.isFinite }
