@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import AttnKitCore
+import _AttnKitShims
 #if ATTNKIT_AVX512
 import _Builtin_intrinsics.intel
 #endif
@@ -218,6 +219,15 @@ public enum FlashEngine {
             tileStart += keysPerTile
             if packStart >= packEnd { continue }
             let packCount = packEnd - packStart
+            let nextStart = Swift.max(tileStart, taskLow), nextEnd = Swift.min(tileStart + keysPerTile, unit.keys, taskHigh)
+            if nextStart < nextEnd {
+                if !isPackedInPlace(unit.v, width: valueDim) {
+                    prefetchRows(unit.v, start: nextStart, count: nextEnd - nextStart, width: valueDim)
+                }
+                if unit.int8Keys == nil && !isPackedInPlace(unit.k, width: dim) {
+                    prefetchRows(unit.k, start: nextStart, count: nextEnd - nextStart, width: dim)
+                }
+            }
             // K and V rows are copied into contiguous fp32 tiles: whatever the input's
             // strides and dtype, the inner loops then read L1-resident, unit-stride rows
             // (a (B, S, H, D) layout would otherwise touch one page per key).
@@ -302,6 +312,30 @@ public enum FlashEngine {
     /// Qᵀ[d][row] = scale·q[rowStart+row][d], zero for padded rows and dims.
     static func packQueryTransposed<E: AttnStorage>(_ unit: AttentionUnit<E>, rowStart: Int, rows: Int, dim: Int,
                                                      paddedDim: Int, scale: Float, into queryT: UnsafeMutablePointer<Float>) {
+        #if ATTNKIT_AVX512
+        // 16 rows × 16 dims at a time: load the rows, transpose in registers,
+        // store 16 contiguous Qᵀ rows.
+        withUnsafeTemporaryAllocation(of: SIMD16<Float>.self, capacity: 16) { buffer in
+            let block = buffer.baseAddress!
+            let scaleVector = SIMD16<Float>(repeating: scale)
+            for chunk in 0..<chunks {
+                let chunkRows = Swift.min(16, rows - chunk &* 16)
+                var d0 = 0
+                while d0 < paddedDim {   // paddedDim is a multiple of 16, and d0 < dim
+                    let width = Swift.min(16, dim - d0)
+                    for r in 0..<16 {
+                        block[r] = r < chunkRows
+                            ? loadRow16(unit.q.pointer(rowStart + chunk &* 16 + r, d0), colStride: unit.q.colStride,
+                                        count: width) * scaleVector
+                            : SIMD16<Float>()
+                    }
+                    Transpose16.inPlace(block)
+                    for c in 0..<16 { store16(block[c], queryT + (d0 + c) &* rowsPerTask + chunk &* 16) }
+                    d0 += 16
+                }
+            }
+        }
+        #else
         queryT.update(repeating: 0, count: paddedDim * rowsPerTask)
         for row in 0..<rows {
             let source = unit.q.pointer(rowStart + row, 0)
@@ -309,42 +343,64 @@ public enum FlashEngine {
                 queryT[d &* rowsPerTask &+ row] = E.toFloat(source[d &* unit.q.colStride]) * scale
             }
         }
+        #endif
+    }
+
+    /// `count` (1...16) elements of a row, `colStride` apart, in fp32; zero past `count`.
+    @inline(__always)
+    static func loadRow16<E: AttnStorage>(_ from: UnsafePointer<E>, colStride: Int, count: Int) -> SIMD16<Float> {
+        #if ATTNKIT_AVX512
+        if count == 16 && colStride == 1 {
+            let raw = UnsafeRawPointer(from)
+            if E.self == Float.self { return raw.loadUnaligned(as: SIMD16<Float>.self) }
+            // vcvtph2ps, or bf16 widened by a 16-bit shift.
+            if E.self == Float16.self { return _mm512_cvtph_ps(raw.loadUnaligned(as: SIMD4<Int64>.self)) }
+            if E.self == BFloat16.self {
+                let widened = _mm512_slli_epi32(_mm512_cvtepu16_epi32(raw.loadUnaligned(as: SIMD4<Int64>.self)), 16)
+                return unsafeBitCast(widened, to: SIMD16<Float>.self)
+            }
+        }
+        #endif
+        var vector = SIMD16<Float>()
+        for lane in 0..<count { vector[lane] = E.toFloat(from[lane &* colStride]) }
+        return vector
+    }
+
+    /// Asks for rows [start, start+count) of a source that packRows will copy
+    /// to be brought into L2 while the current tile is computed: a strided
+    /// (B, S, H, D) source misses the hardware prefetchers.
+    @inline(__always)
+    static func prefetchRows<E>(_ source: Strided2D<E>, start: Int, count: Int, width: Int) {
+        let rowBytes = width &* source.colStride &* MemoryLayout<E>.stride
+        for row in start..<(start + count) {
+            let base = UnsafeRawPointer(source.pointer(row, 0))
+            var offset = 0
+            while offset < rowBytes { attn_shim_prefetch_l2(base + offset); offset += 64 }
+        }
     }
 
     /// Rows [start, start+count) of `source` as contiguous fp32 rows of `width`:
     /// the source itself when it already is that (fp32, rows back to back),
     /// otherwise a copy in `tile`.
     @inline(__always)
+    static func isPackedInPlace<E>(_ source: Strided2D<E>, width: Int) -> Bool {
+        E.self == Float.self && source.colStride == 1 && source.rowStride == width
+    }
+
+    @inline(__always)
     static func packRows<E: AttnStorage>(_ source: Strided2D<E>, start: Int, count: Int, width: Int,
                                          into tile: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
-        if E.self == Float.self && source.colStride == 1 && source.rowStride == width {
+        if isPackedInPlace(source, width: width) {
             return UnsafeRawPointer(source.pointer(start, 0)).assumingMemoryBound(to: Float.self)
         }
         let vectorWidth = width & ~15
         for row in 0..<count {
             let from = source.pointer(start + row, 0), to = tile + row &* width
             var col = 0
-            if E.self == Float.self && source.colStride == 1 {
-                let floats = UnsafeRawPointer(from).assumingMemoryBound(to: Float.self)
-                while col < vectorWidth { store16(load16(floats + col), to + col); col += 16 }
+            while col < vectorWidth {
+                store16(loadRow16(from + col &* source.colStride, colStride: source.colStride, count: 16), to + col)
+                col += 16
             }
-            #if ATTNKIT_AVX512
-            // 16 halves at a time: vcvtph2ps (F16C/AVX-512F), or bf16 widened by a 16-bit shift.
-            if E.self == Float16.self && source.colStride == 1 {
-                while col < vectorWidth {
-                    let halves = UnsafeRawPointer(from + col).loadUnaligned(as: SIMD4<Int64>.self)
-                    store16(_mm512_cvtph_ps(halves), to + col)
-                    col += 16
-                }
-            } else if E.self == BFloat16.self && source.colStride == 1 {
-                while col < vectorWidth {
-                    let halves = UnsafeRawPointer(from + col).loadUnaligned(as: SIMD4<Int64>.self)
-                    let widened = _mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16)
-                    store16(unsafeBitCast(widened, to: SIMD16<Float>.self), to + col)
-                    col += 16
-                }
-            }
-            #endif
             while col < width { to[col] = E.toFloat(from[col &* source.colStride]); col += 1 }
         }
         return UnsafePointer(tile)

@@ -32,6 +32,12 @@ static inline int attn_shim_cpu_has_avx512_bf16(void) {
     return (eax >> 5) & 1;
 }
 
+// Asks for the cache line holding p to be brought into L2 (prefetcht1); a
+// hint that never faults. Swift has no prefetch of its own.
+static inline void attn_shim_prefetch_l2(const void *p) {
+    __builtin_prefetch(p, 0, 2);
+}
+
 // AVX512_BF16 does not import into Swift; these wrappers are inlined into the
 // module compiled for it (cooperlake) and exist only there.
 #if defined(__AVX512BF16__)
