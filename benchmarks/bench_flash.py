@@ -9,11 +9,12 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import setup, attention_flops, median_ms, print_table  # noqa: E402  (before torch: see timing.py)
+
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnkit  # noqa: E402
-from timing import setup, attention_flops, median_ms, print_table  # noqa: E402
 
 F = torch.nn.functional
 

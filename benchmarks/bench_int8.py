@@ -3,11 +3,12 @@ with the accuracy metrics of spec section 5 (cosine, relative L1 against torch f
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import setup, attention_flops, median_ms, print_table  # noqa: E402  (before torch: see timing.py)
+
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnkit  # noqa: E402
-from timing import setup, attention_flops, median_ms, print_table  # noqa: E402
 
 F = torch.nn.functional
 SHAPES = [(1, 8, 1024, 64, False), (1, 8, 4096, 128, True)]

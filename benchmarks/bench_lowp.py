@@ -7,11 +7,12 @@ for <= 1, with a one-ulp floor).
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import setup, attention_flops, median_ms, print_table  # noqa: E402  (before torch: see timing.py)
+
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnkit  # noqa: E402
-from timing import setup, attention_flops, median_ms, print_table  # noqa: E402
 
 F = torch.nn.functional
 SHAPES = [(1, 8, 1024, 64, False), (1, 8, 2048, 64, True)]

@@ -8,16 +8,17 @@ rows, so the two columns say who is closer to the exact answer.
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import setup, print_table  # noqa: E402  (before torch: see timing.py)
+
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnkit  # noqa: E402
 from bench_eager import eager_rows  # noqa: E402
 from bench_flash import varlen_row  # noqa: E402
 from bench_int8 import int8_rows  # noqa: E402
 from bench_lowp import lowp_rows  # noqa: E402
 from bench_sdpa import sdpa_rows  # noqa: E402
-from timing import setup, print_table  # noqa: E402
 
 
 def main():

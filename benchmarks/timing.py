@@ -6,7 +6,17 @@ The machine is noisy, so attnkit and torch are timed alternately in one loop
 import argparse
 import os
 import statistics
+import sys
 import time
+
+# torch's OpenMP workers spin for a while after each op (libgomp's default wait
+# policy), so a kernel timed right after a torch call shares the cores with
+# them. Measured on B1 H8 L1024 D64: attnkit 14.2 ms right after torch against
+# 11.4 ms with PASSIVE, while torch's own time was the same either way (12.8
+# and 12.6 ms). libgomp reads the policy once, when torch loads.
+if "torch" in sys.modules:
+    raise RuntimeError("import timing before torch: it sets OMP_WAIT_POLICY for torch's OpenMP runtime")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def median_ms(functions, repeats=15, warmup=2, budget_s=20.0):

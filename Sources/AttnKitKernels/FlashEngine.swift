@@ -26,7 +26,7 @@ public enum FlashEngine {
     static let chunks = 4          // rowsPerTask / 16
     /// Key tiles are aligned to multiples of this, for every query block, so a
     /// block's arithmetic never depends on which other blocks share its task.
-    static let keysPerTile = 128
+    static let keysPerTile = 64
     /// Query blocks per task at most. The blocks of a task share every packed
     /// K/V tile, so a strided (B, S, H, D) source is gathered once per 256 query
     /// rows instead of once per 64.
