@@ -115,19 +115,26 @@ struct QuantizedKeys {
                 let mean = meanBase + headNumber * headDim
                 mean.update(repeating: 0, count: headDim)
                 if smooth && head.keys > 0 {
-                    // Row by row, so K is read in memory order; sums in fp64.
+                    // In chunks of 256 rows (fp32 sums), then in fp64.
+                    var chunk = [Float](repeating: 0, count: headDim)
                     var totals = [Double](repeating: 0, count: headDim)
-                    for j in 0..<head.keys {
-                        let row = head.source.pointer(j, 0)
-                        for d in 0..<headDim { totals[d] += E.toDouble(row[d &* head.source.colStride]) }
+                    var start = 0
+                    while start < head.keys {
+                        let end = Swift.min(head.keys, start + 256)
+                        chunk.withUnsafeMutableBufferPointer { sums in
+                            sums.update(repeating: 0)
+                            KernelDispatch.addRows(head.source, rows: start..<end, count: headDim, into: sums.baseAddress!)
+                        }
+                        for d in 0..<headDim { totals[d] += Double(chunk[d]) }
+                        start = end
                     }
                     for d in 0..<headDim { mean[d] = Float(totals[d] / Double(head.keys)) }
                 }
                 var largest: Float = 0
                 if mode == .perTensor {
                     for j in 0..<head.keys {
-                        let row = head.source.pointer(j, 0)
-                        for d in 0..<headDim { largest = Swift.max(largest, abs(E.toFloat(row[d &* head.source.colStride]) - mean[d])) }
+                        largest = Swift.max(largest, KernelDispatch.centeredAbsMax(head.source.pointer(j, 0),
+                            colStride: head.source.colStride, mean: mean, count: headDim))
                     }
                 }
                 maxBase[headNumber] = largest
@@ -144,9 +151,6 @@ struct QuantizedKeys {
                 let head = list[headNumber]
                 let mean = meanBase + headNumber * headDim
                 let colStride = head.source.colStride
-                @inline(__always) func centered(_ j: Int, _ d: Int) -> Float {
-                    E.toFloat(head.source.pointer(j, 0)[d &* colStride]) - mean[d]
-                }
                 var blockStart = 0
                 while blockStart < head.keys {
                     let blockEnd: Int
@@ -159,21 +163,15 @@ struct QuantizedKeys {
                     if mode != .perTensor {
                         largest = 0
                         for j in blockStart..<blockEnd {
-                            for d in 0..<headDim { largest = Swift.max(largest, abs(centered(j, d))) }
+                            largest = Swift.max(largest, KernelDispatch.centeredAbsMax(head.source.pointer(j, 0),
+                                colStride: colStride, mean: mean, count: headDim))
                         }
                     }
                     let scale = scaleFor(largest)
                     for j in blockStart..<blockEnd {
-                        let destination = valueBase + (head.offset + j) * paddedDim
-                        var sum: Int32 = 0
-                        var finite = true
-                        for d in 0..<headDim {
-                            let value = centered(j, d)
-                            finite = finite && value.isFinite
-                            let level = Int8(Swift.max(-127, Swift.min(127, (value / scale).rounded(.toNearestOrEven))))
-                            destination[d] = level
-                            sum += Int32(level)
-                        }
+                        let (sum, finite) = KernelDispatch.quantizeRow(head.source.pointer(j, 0), colStride: colStride,
+                                                                       mean: mean, inverse: 1 / scale, count: headDim,
+                                                                       into: valueBase + (head.offset + j) * paddedDim)
                         // A NaN or Inf key keeps poisoning its scores, as in the float kernels.
                         scaleBase[head.offset + j] = finite ? scale : .nan
                         sumBase[head.offset + j] = sum

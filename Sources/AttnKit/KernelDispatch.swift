@@ -20,7 +20,8 @@ public enum KernelISA: String, Sendable {
 /// Picks the kernel build at run time from CPUID (and the OS): AVX-512 when it
 /// is there, else the portable build. The AVX512_BF16 build is opt-in with
 /// ATTNKIT_ISA=avx512_bf16: its vdpbf16ps QKᵀ measured slower than the fp32 FMA
-/// path on Zen 4 (benchmarks/bench_lowp.py), so it is not the default.
+/// path on this machine (vdpbf16ps ran at a quarter of vfmadd231ps's rate;
+/// benchmarks/bench_lowp.py), so it is not the default.
 /// ATTNKIT_ISA=generic or =avx512 forces those builds (tests run every build on
 /// one machine). No code compiled for an ISA runs before its check passes; a
 /// request the CPU cannot honour falls back to the best build it can run.
@@ -45,6 +46,40 @@ public enum KernelDispatch {
         case .avx512bf16: AttnKitKernelsBF16.RowSoftmax.run(row, count: count, keyAllowed: keyAllowed)
         case .avx512: AttnKitKernels.RowSoftmax.run(row, count: count, keyAllowed: keyAllowed)
         case .generic: AttnKitKernelsPortable.RowSoftmax.run(row, count: count, keyAllowed: keyAllowed)
+        }
+    }
+
+    static func centeredAbsMax<E: AttnStorage>(_ row: UnsafePointer<E>, colStride: Int, mean: UnsafePointer<Float>,
+                                               count: Int) -> Float {
+        switch isa {
+        case .avx512bf16: AttnKitKernelsBF16.Int8Quantizer.centeredAbsMax(row, colStride: colStride, mean: mean, count: count)
+        case .avx512: AttnKitKernels.Int8Quantizer.centeredAbsMax(row, colStride: colStride, mean: mean, count: count)
+        case .generic: AttnKitKernelsPortable.Int8Quantizer.centeredAbsMax(row, colStride: colStride, mean: mean, count: count)
+        }
+    }
+
+    static func quantizeRow<E: AttnStorage>(_ row: UnsafePointer<E>, colStride: Int, mean: UnsafePointer<Float>,
+                                            inverse: Float, count: Int,
+                                            into levels: UnsafeMutablePointer<Int8>) -> (sum: Int32, finite: Bool) {
+        switch isa {
+        case .avx512bf16:
+            AttnKitKernelsBF16.Int8Quantizer.quantizeRow(row, colStride: colStride, mean: mean, inverse: inverse,
+                                                         count: count, into: levels)
+        case .avx512:
+            AttnKitKernels.Int8Quantizer.quantizeRow(row, colStride: colStride, mean: mean, inverse: inverse,
+                                                     count: count, into: levels)
+        case .generic:
+            AttnKitKernelsPortable.Int8Quantizer.quantizeRow(row, colStride: colStride, mean: mean, inverse: inverse,
+                                                             count: count, into: levels)
+        }
+    }
+
+    static func addRows<E: AttnStorage>(_ source: Strided2D<E>, rows: Range<Int>, count: Int,
+                                        into totals: UnsafeMutablePointer<Float>) {
+        switch isa {
+        case .avx512bf16: AttnKitKernelsBF16.Int8Quantizer.addRows(source, rows: rows, count: count, into: totals)
+        case .avx512: AttnKitKernels.Int8Quantizer.addRows(source, rows: rows, count: count, into: totals)
+        case .generic: AttnKitKernelsPortable.Int8Quantizer.addRows(source, rows: rows, count: count, into: totals)
         }
     }
 }

@@ -60,7 +60,7 @@ package struct Strided2D<E> {
         self.base = base; self.rowStride = rowStride; self.colStride = colStride
     }
 
-    @inline(__always) package func pointer(_ row: Int, _ col: Int) -> UnsafePointer<E> {
+    @inlinable @inline(__always) package func pointer(_ row: Int, _ col: Int) -> UnsafePointer<E> {
         base + (row &* rowStride &+ col &* colStride)
     }
 }
@@ -74,7 +74,7 @@ package struct MutableStrided2D<E> {
         self.base = base; self.rowStride = rowStride; self.colStride = colStride
     }
 
-    @inline(__always) package func pointer(_ row: Int, _ col: Int) -> UnsafeMutablePointer<E> {
+    @inlinable @inline(__always) package func pointer(_ row: Int, _ col: Int) -> UnsafeMutablePointer<E> {
         base + (row &* rowStride &+ col &* colStride)
     }
 }

@@ -30,7 +30,7 @@ public enum FlashEngine {
     /// Query blocks per task at most. The blocks of a task share every packed
     /// K/V tile, so a strided (B, S, H, D) source is gathered once per 256 query
     /// rows instead of once per 64.
-    static let maxBlocksPerTask = 4
+    static let maxBlocksPerTask = 8
 
     /// Runs every unit, parallel over (unit, group of query blocks). Results do
     /// not depend on the thread count: each block owns its rows, and its key

@@ -16,39 +16,44 @@ extension FlashEngine {
                                                rowScales: UnsafeMutablePointer<Float>) {
         queryU8.update(repeating: 128, count: groups * rowsPerTask * 4)
         rowScales.update(repeating: 0, count: rowsPerTask)
-        func absmax(_ row: Int) -> Float {
-            var largest: Float = 0
-            let source = unit.q.pointer(rowStart + row, 0)
-            for d in 0..<dim { largest = Swift.max(largest, abs(E.toFloat(source[d &* unit.q.colStride]))) }
-            return largest
-        }
-        var blockScale: Float = 1
-        switch mode {
-        case .perTensor(let scale): blockScale = scale
-        case .perBlock:
-            var largest: Float = 0
-            for row in 0..<rows { largest = Swift.max(largest, absmax(row)) }
-            blockScale = largest > 0 ? largest / 127 : 1
-        case .perToken: break
-        }
-        for row in 0..<rows {
-            var scale = blockScale
-            if case .perToken = mode {
-                let largest = absmax(row)
-                scale = largest > 0 ? largest / 127 : 1
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: dim) { zeros in
+        withUnsafeTemporaryAllocation(of: Int8.self, capacity: groups * 4) { levels in
+            zeros.initialize(repeating: 0)
+            let noMean = UnsafePointer(zeros.baseAddress!)
+            levels.initialize(repeating: 0)
+            func absmax(_ row: Int) -> Float {
+                Int8Quantizer.centeredAbsMax(unit.q.pointer(rowStart + row, 0), colStride: unit.q.colStride,
+                                             mean: noMean, count: dim)
             }
-            let inverse = 1 / scale
-            let source = unit.q.pointer(rowStart + row, 0)
-            var finite = true
-            for d in 0..<dim {
-                let value = E.toFloat(source[d &* unit.q.colStride])
-                finite = finite && value.isFinite
-                let level = (value * inverse).rounded(.toNearestOrEven)
-                let clamped = Int32(Swift.max(-127, Swift.min(127, level)))
-                queryU8[((d >> 2) &* rowsPerTask &+ row) &* 4 &+ (d & 3)] = UInt8(truncatingIfNeeded: clamped + 128)
+            var blockScale: Float = 1
+            switch mode {
+            case .perTensor(let scale): blockScale = scale
+            case .perBlock:
+                var largest: Float = 0
+                for row in 0..<rows { largest = Swift.max(largest, absmax(row)) }
+                blockScale = largest > 0 && largest.isFinite ? largest / 127 : 1
+            case .perToken: break
             }
-            // A NaN or Inf query row stays NaN, as in the float kernels.
-            rowScales[row] = finite ? scale * softmaxScale : .nan
+            let levelWords = UnsafeRawPointer(levels.baseAddress!)
+            let targetWords = UnsafeMutableRawPointer(queryU8)
+            for row in 0..<rows {
+                var scale = blockScale
+                if case .perToken = mode {
+                    let largest = absmax(row)
+                    scale = largest > 0 && largest.isFinite ? largest / 127 : 1
+                }
+                let (_, finite) = Int8Quantizer.quantizeRow(unit.q.pointer(rowStart + row, 0), colStride: unit.q.colStride,
+                                                            mean: noMean, inverse: 1 / scale, count: dim,
+                                                            into: levels.baseAddress!)
+                // Four dims per 32-bit word; XOR 0x80 per byte is + 128 from int8 to u8.
+                for group in 0..<groups {
+                    let word = levelWords.loadUnaligned(fromByteOffset: group &* 4, as: UInt32.self) ^ 0x8080_8080
+                    targetWords.storeBytes(of: word, toByteOffset: (group &* rowsPerTask &+ row) &* 4, as: UInt32.self)
+                }
+                // A NaN or Inf query row stays NaN, as in the float kernels.
+                rowScales[row] = finite ? scale * softmaxScale : .nan
+            }
+        }
         }
     }
 
