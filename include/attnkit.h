@@ -93,7 +93,7 @@ attn_status attn_get_num_threads(int32_t *num_threads);
  * baseline x86-64 ISA, and for AVX-512 with AVX512_BF16; CPUID picks AVX-512
  * when it is there, else the baseline. ATTNKIT_ISA=generic forces the baseline
  * and ATTNKIT_ISA=avx512_bf16 opts in to the bf16 build (vdpbf16ps QK^T for
- * bf16 inputs), which is slower than the default on Zen 4. */
+ * bf16 inputs), which measured slower than the default where we benchmark. */
 enum {
     ATTN_ISA_GENERIC = 0,
     ATTN_ISA_AVX512 = 1,      /* cascadelake: F/CD/BW/DQ/VL, VNNI, FMA, F16C */
