@@ -132,10 +132,7 @@ struct QuantizedKeys {
                 }
                 var largest: Float = 0
                 if mode == .perTensor {
-                    for j in 0..<head.keys {
-                        largest = Swift.max(largest, KernelDispatch.centeredAbsMax(head.source.pointer(j, 0),
-                            colStride: head.source.colStride, mean: mean, count: headDim))
-                    }
+                    largest = KernelDispatch.centeredAbsMax(head.source, rows: 0..<head.keys, mean: mean, count: headDim)
                 }
                 maxBase[headNumber] = largest
             }
@@ -161,11 +158,8 @@ struct QuantizedKeys {
                     }
                     var largest = tensorMax
                     if mode != .perTensor {
-                        largest = 0
-                        for j in blockStart..<blockEnd {
-                            largest = Swift.max(largest, KernelDispatch.centeredAbsMax(head.source.pointer(j, 0),
-                                colStride: colStride, mean: mean, count: headDim))
-                        }
+                        largest = KernelDispatch.centeredAbsMax(head.source, rows: blockStart..<blockEnd, mean: mean,
+                                                                count: headDim)
                     }
                     let scale = scaleFor(largest)
                     for j in blockStart..<blockEnd {

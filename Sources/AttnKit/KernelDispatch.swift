@@ -49,12 +49,12 @@ public enum KernelDispatch {
         }
     }
 
-    static func centeredAbsMax<E: AttnStorage>(_ row: UnsafePointer<E>, colStride: Int, mean: UnsafePointer<Float>,
+    static func centeredAbsMax<E: AttnStorage>(_ source: Strided2D<E>, rows: Range<Int>, mean: UnsafePointer<Float>,
                                                count: Int) -> Float {
         switch isa {
-        case .avx512bf16: AttnKitKernelsBF16.Int8Quantizer.centeredAbsMax(row, colStride: colStride, mean: mean, count: count)
-        case .avx512: AttnKitKernels.Int8Quantizer.centeredAbsMax(row, colStride: colStride, mean: mean, count: count)
-        case .generic: AttnKitKernelsPortable.Int8Quantizer.centeredAbsMax(row, colStride: colStride, mean: mean, count: count)
+        case .avx512bf16: AttnKitKernelsBF16.Int8Quantizer.centeredAbsMax(source, rows: rows, mean: mean, count: count)
+        case .avx512: AttnKitKernels.Int8Quantizer.centeredAbsMax(source, rows: rows, mean: mean, count: count)
+        case .generic: AttnKitKernelsPortable.Int8Quantizer.centeredAbsMax(source, rows: rows, mean: mean, count: count)
         }
     }
 

@@ -8,27 +8,35 @@ import _Builtin_intrinsics.intel
 /// block), 16 dims at a time. The scalar versions in the portable build do the
 /// same arithmetic: round half to even, clamp to ±127.
 public enum Int8Quantizer {
-    /// max over d of |row[d] − mean[d]|, over finite values only (a NaN or Inf
-    /// key must not wipe out the scale of the other keys of its block).
+    /// max over rows and d of |row[d] − mean[d]|, over finite values only (a
+    /// NaN or Inf key must not wipe out the scale of the other keys of its block).
     @_specialize(where E == Float)
     @_specialize(where E == Float16)
     @_specialize(where E == BFloat16)
-    public static func centeredAbsMax<E: AttnStorage>(_ row: UnsafePointer<E>, colStride: Int, mean: UnsafePointer<Float>,
-                                                      count: Int) -> Float {
+    package static func centeredAbsMax<E: AttnStorage>(_ source: Strided2D<E>, rows: Range<Int>,
+                                                       mean: UnsafePointer<Float>, count: Int) -> Float {
         var largest = SIMD16<Float>()
-        var d = 0
-        while d < count {
-            let width = Swift.min(16, count - d)
-            let x = FlashEngine.loadRow16(row + d &* colStride, colStride: colStride, count: width) - loadMean(mean + d, width)
-            var magnitude = x
-            magnitude.replace(with: SIMD16<Float>() - x, where: x .< SIMD16<Float>())
-            // x − x is NaN exactly where x is NaN or ±Inf.
-            let difference = x - x
-            magnitude.replace(with: SIMD16<Float>(), where: difference .!= difference)
-            largest = lanewiseMax(largest, magnitude)
-            d += 16
+        for j in rows {
+            let row = source.pointer(j, 0)
+            var d = 0
+            while d < count {
+                let width = Swift.min(16, count - d)
+                let x = FlashEngine.loadRow16(row + d &* source.colStride, colStride: source.colStride, count: width)
+                    - loadMean(mean + d, width)
+                var magnitude = x
+                magnitude.replace(with: SIMD16<Float>() - x, where: x .< SIMD16<Float>())
+                // x − x is NaN exactly where x is NaN or ±Inf.
+                let difference = x - x
+                magnitude.replace(with: SIMD16<Float>(), where: difference .!= difference)
+                largest = lanewiseMax(largest, magnitude)
+                d += 16
+            }
         }
+        #if ATTNKIT_AVX512
+        return _mm512_reduce_max_ps(largest)
+        #else
         return largest.max()
+        #endif
     }
 
     /// levels[d] = round((row[d] − mean[d]) · inverse), half to even, clamped to
@@ -63,7 +71,7 @@ public enum Int8Quantizer {
             }
             d += 16
         }
-        return (sum.wrappedSum(), !any(bad))
+        return (_mm512_reduce_add_epi32(unsafeBitCast(sum, to: SIMD8<Int64>.self)), !any(bad))
         #else
         var sum: Int32 = 0
         var finite = true

@@ -21,16 +21,15 @@ extension FlashEngine {
             zeros.initialize(repeating: 0)
             let noMean = UnsafePointer(zeros.baseAddress!)
             levels.initialize(repeating: 0)
-            func absmax(_ row: Int) -> Float {
-                Int8Quantizer.centeredAbsMax(unit.q.pointer(rowStart + row, 0), colStride: unit.q.colStride,
+            func absmax(_ rows: Range<Int>) -> Float {
+                Int8Quantizer.centeredAbsMax(unit.q, rows: (rowStart + rows.lowerBound)..<(rowStart + rows.upperBound),
                                              mean: noMean, count: dim)
             }
             var blockScale: Float = 1
             switch mode {
             case .perTensor(let scale): blockScale = scale
             case .perBlock:
-                var largest: Float = 0
-                for row in 0..<rows { largest = Swift.max(largest, absmax(row)) }
+                let largest = absmax(0..<rows)
                 blockScale = largest > 0 && largest.isFinite ? largest / 127 : 1
             case .perToken: break
             }
@@ -39,7 +38,7 @@ extension FlashEngine {
             for row in 0..<rows {
                 var scale = blockScale
                 if case .perToken = mode {
-                    let largest = absmax(row)
+                    let largest = absmax(row..<(row + 1))
                     scale = largest > 0 && largest.isFinite ? largest / 127 : 1
                 }
                 let (_, finite) = Int8Quantizer.quantizeRow(unit.q.pointer(rowStart + row, 0), colStride: unit.q.colStride,
