@@ -259,9 +259,9 @@ public enum FlashEngine {
                 if let int8 = unit.int8Keys {
                     // SageAttention-style: QKᵀ in int8 with int32 sums, then back to fp32.
                     int8ScoreTile(queryU8: block.int8Query, groups: groups, keys: int8.values + start &* int8.paddedDim,
-                                  keySums: int8.sums + start, keyCount: count, into: scratch.int8Scores)
-                    dequantizeScores(scratch.int8Scores, rowScales: block.int8RowScales, keyScales: int8.scales + start,
-                                     keyCount: count, into: scratch.scoresT)
+                                  keySums: int8.sums + start, keyCount: count, into: scratch.int8Scores,
+                                  dequantize: ScoreScales(rowScales: block.int8RowScales, keyScales: int8.scales + start,
+                                                          scores: scratch.scoresT))
                 } else if usesBF16Dots(unit) {
                     #if ATTNKIT_AVX512_BF16
                     let pairCount = (dim + 1) / 2

@@ -77,11 +77,23 @@ extension FlashEngine {
     /// of a packed int8 tile ([key][groups·4]). The AVX-512 build runs vpdpbusd
     /// (u8 × s8 → s32, four products per lane) on the +128-shifted queries and
     /// subtracts 128·Σ_d k8 per key; the portable build does the same sum lane by lane.
+    ///
+    /// With `dequantize`, the AVX-512 build writes the fp32 scores of
+    /// dequantizeScores straight from its registers instead of `acc` (the
+    /// same values, without a second pass over the tile).
     package static func int8ScoreTile(queryU8: UnsafePointer<UInt8>, groups: Int, keys: UnsafePointer<Int8>,
                                       keySums: UnsafePointer<Int32>, keyCount: Int,
-                                      into acc: UnsafeMutablePointer<Int32>) {
+                                      into acc: UnsafeMutablePointer<Int32>, dequantize: ScoreScales? = nil) {
         let stride = groups &* 4
         #if ATTNKIT_AVX512
+        @inline(__always) func store(_ a: (SIMD8<Int64>, SIMD8<Int64>, SIMD8<Int64>, SIMD8<Int64>), key: Int) {
+            if let dequantize {
+                storeScaled(a, sum: keySums[key], rowScales: dequantize.rowScales, keyScale: dequantize.keyScales[key],
+                            to: dequantize.scores + key &* rowsPerTask)
+            } else {
+                storeCorrected(a, sum: keySums[key], to: acc + key &* rowsPerTask)
+            }
+        }
         let q = UnsafeRawPointer(queryU8)
         var key = 0
         while key + 4 <= keyCount {
@@ -108,10 +120,10 @@ extension FlashEngine {
                 a30 = _mm512_dpbusd_epi32(a30, q0, b3); a31 = _mm512_dpbusd_epi32(a31, q1, b3)
                 a32 = _mm512_dpbusd_epi32(a32, q2, b3); a33 = _mm512_dpbusd_epi32(a33, q3, b3)
             }
-            storeCorrected((a00, a01, a02, a03), sum: keySums[key], to: acc + key &* rowsPerTask)
-            storeCorrected((a10, a11, a12, a13), sum: keySums[key + 1], to: acc + (key + 1) &* rowsPerTask)
-            storeCorrected((a20, a21, a22, a23), sum: keySums[key + 2], to: acc + (key + 2) &* rowsPerTask)
-            storeCorrected((a30, a31, a32, a33), sum: keySums[key + 3], to: acc + (key + 3) &* rowsPerTask)
+            store((a00, a01, a02, a03), key: key)
+            store((a10, a11, a12, a13), key: key + 1)
+            store((a20, a21, a22, a23), key: key + 2)
+            store((a30, a31, a32, a33), key: key + 3)
             key += 4
         }
         while key < keyCount {
@@ -125,7 +137,7 @@ extension FlashEngine {
                 a2 = _mm512_dpbusd_epi32(a2, (row + 128).loadUnaligned(as: SIMD8<Int64>.self), b)
                 a3 = _mm512_dpbusd_epi32(a3, (row + 192).loadUnaligned(as: SIMD8<Int64>.self), b)
             }
-            storeCorrected((a0, a1, a2, a3), sum: keySums[key], to: acc + key &* rowsPerTask)
+            store((a0, a1, a2, a3), key: key)
             key += 1
         }
         #else
@@ -141,7 +153,19 @@ extension FlashEngine {
                 acc[key &* rowsPerTask &+ row] = sum &- correction
             }
         }
+        if let dequantize {
+            dequantizeScores(acc, rowScales: dequantize.rowScales, keyScales: dequantize.keyScales, keyCount: keyCount,
+                             into: dequantize.scores)
+        }
         #endif
+    }
+
+    /// Where and how int8ScoreTile writes fp32 scores: scores[key][row] =
+    /// acc · rowScales[row] · keyScales[key].
+    package struct ScoreScales {
+        let rowScales: UnsafePointer<Float>
+        let keyScales: UnsafePointer<Float>
+        let scores: UnsafeMutablePointer<Float>
     }
 
     #if ATTNKIT_AVX512
@@ -155,6 +179,22 @@ extension FlashEngine {
         raw.storeBytes(of: unsafeBitCast(a.1, to: SIMD16<Int32>.self) &- correction, toByteOffset: 64, as: SIMD16<Int32>.self)
         raw.storeBytes(of: unsafeBitCast(a.2, to: SIMD16<Int32>.self) &- correction, toByteOffset: 128, as: SIMD16<Int32>.self)
         raw.storeBytes(of: unsafeBitCast(a.3, to: SIMD16<Int32>.self) &- correction, toByteOffset: 192, as: SIMD16<Int32>.self)
+    }
+    #endif
+
+    #if ATTNKIT_AVX512
+    /// dequantizeScores for one key, from the four accumulators: the same
+    /// conversion and products in the same order.
+    @inline(__always)
+    static func storeScaled(_ a: (SIMD8<Int64>, SIMD8<Int64>, SIMD8<Int64>, SIMD8<Int64>), sum: Int32,
+                            rowScales: UnsafePointer<Float>, keyScale: Float, to destination: UnsafeMutablePointer<Float>) {
+        let correction = SIMD16<Int32>(repeating: 128 &* sum), scale = SIMD16<Float>(repeating: keyScale)
+        @inline(__always) func one(_ acc: SIMD8<Int64>, _ chunk: Int) {
+            let exact = unsafeBitCast(unsafeBitCast(acc, to: SIMD16<Int32>.self) &- correction, to: SIMD8<Int64>.self)
+            let floats: SIMD16<Float> = _mm512_cvtepi32_ps(exact)
+            store16(floats * load16(rowScales + chunk &* 16) * scale, destination + chunk &* 16)
+        }
+        one(a.0, 0); one(a.1, 1); one(a.2, 2); one(a.3, 3)
     }
     #endif
 
