@@ -166,6 +166,10 @@ extension FlashEngine {
         let rowScales: UnsafePointer<Float>
         let keyScales: UnsafePointer<Float>
         let scores: UnsafeMutablePointer<Float>
+
+        package init(rowScales: UnsafePointer<Float>, keyScales: UnsafePointer<Float>, scores: UnsafeMutablePointer<Float>) {
+            self.rowScales = rowScales; self.keyScales = keyScales; self.scores = scores
+        }
     }
 
     #if ATTNKIT_AVX512
@@ -200,7 +204,7 @@ extension FlashEngine {
 
     /// scores[key][row] = acc[key][row] · rowScales[row] · keyScales[key]: back to fp32.
     @inline(__always)
-    static func dequantizeScores(_ acc: UnsafePointer<Int32>, rowScales: UnsafePointer<Float>, keyScales: UnsafePointer<Float>,
+    package static func dequantizeScores(_ acc: UnsafePointer<Int32>, rowScales: UnsafePointer<Float>, keyScales: UnsafePointer<Float>,
                                  keyCount: Int, into scores: UnsafeMutablePointer<Float>) {
         for key in 0..<keyCount {
             let keyScale = SIMD16<Float>(repeating: keyScales[key])

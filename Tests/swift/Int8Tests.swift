@@ -55,6 +55,96 @@ final class Int8Tests: XCTestCase {
         }
     }
 
+    /// The engine's fused path (fp32 scores written from the VNNI registers)
+    /// against the two steps it replaces: exact int32 tile, then dequantizeScores.
+    func testFusedDequantizationMatchesTwoSteps() {
+        var rng = SplitMix64(seed: 12)
+        for dim in [1, 17, 64, 111] {
+            for keyCount in [1, 7, 64] {
+                let groups = (dim + 3) / 4
+                let query = (0..<(groups * 64 * 4)).map { _ in UInt8.random(in: 1...255, using: &rng) }
+                let keys = (0..<(keyCount * groups * 4)).map { _ in Int8.random(in: -127...127, using: &rng) }
+                let sums: [Int32] = (0..<keyCount).map { key in (0..<(groups * 4)).reduce(0) { $0 + Int32(keys[key * groups * 4 + $1]) } }
+                let rowScales = (0..<64).map { _ in Float.random(in: 1e-3...1e-1, using: &rng) }
+                let keyScales = (0..<keyCount).map { _ in Float.random(in: 1e-3...1e-1, using: &rng) }
+                var exact = [Int32](repeating: 0, count: keyCount * 64)
+                var twoSteps = [Float](repeating: .nan, count: keyCount * 64), fused = twoSteps
+                query.withUnsafeBufferPointer { q in keys.withUnsafeBufferPointer { k in sums.withUnsafeBufferPointer { s in
+                rowScales.withUnsafeBufferPointer { rs in keyScales.withUnsafeBufferPointer { ks in
+                exact.withUnsafeMutableBufferPointer { e in
+                    AttnKitKernels.FlashEngine.int8ScoreTile(queryU8: q.baseAddress!, groups: groups, keys: k.baseAddress!,
+                                                             keySums: s.baseAddress!, keyCount: keyCount, into: e.baseAddress!)
+                    twoSteps.withUnsafeMutableBufferPointer { t in
+                        AttnKitKernels.FlashEngine.dequantizeScores(e.baseAddress!, rowScales: rs.baseAddress!,
+                                                                    keyScales: ks.baseAddress!, keyCount: keyCount,
+                                                                    into: t.baseAddress!)
+                    }
+                    fused.withUnsafeMutableBufferPointer { f in
+                        let scales = AttnKitKernels.FlashEngine.ScoreScales(rowScales: rs.baseAddress!, keyScales: ks.baseAddress!,
+                                                                            scores: f.baseAddress!)
+                        AttnKitKernels.FlashEngine.int8ScoreTile(queryU8: q.baseAddress!, groups: groups, keys: k.baseAddress!,
+                                                                 keySums: s.baseAddress!, keyCount: keyCount,
+                                                                 into: e.baseAddress!, dequantize: scales)
+                    }
+                }}}}}}
+                XCTAssertEqual(fused, twoSteps, "D\(dim) keys\(keyCount)")
+            }
+        }
+    }
+
+    /// The vectorized row quantizer (AVX-512 build) and the portable one against
+    /// a scalar twin: the same levels, sums and finiteness, ties rounding to even.
+    func testRowQuantizerMatchesScalarTwin() {
+        var rng = SplitMix64(seed: 21)
+        for count in [1, 7, 16, 17, 33, 65, 127] {
+            for trial in 0..<3 {
+                // Halves times the scale's inverse land exactly on ties: 0.5, 1.5, 2.5 ...
+                var row = (0..<count).map { _ in Float(Int.random(in: -300...300, using: &rng)) / 2 }
+                if trial == 2 { row[count / 2] = .nan }
+                let mean = (0..<count).map { _ in Float(Int.random(in: -4...4, using: &rng)) }
+                let inverse: Float = 0.75
+                var expected = [Int8](repeating: 0, count: count)
+                var expectedSum: Int32 = 0, expectedFinite = true, expectedMax: Float = 0
+                for d in 0..<count {
+                    let value = row[d] - mean[d]
+                    expectedFinite = expectedFinite && value.isFinite
+                    if value.isFinite { expectedMax = max(expectedMax, abs(value)) }
+                    let level = value.isNaN ? -127 : max(-127, min(127, (value * inverse).rounded(.toNearestOrEven)))
+                    expected[d] = Int8(level)
+                    expectedSum += Int32(level)
+                }
+                let quantizers: [(String, (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Int8>) -> (Int32, Bool, Float))] = [
+                    ("avx512", { r, m, out in
+                        let (sum, finite) = AttnKitKernels.Int8Quantizer.quantizeRow(r, colStride: 1, mean: m, inverse: inverse,
+                                                                                     count: count, into: out)
+                        let largest = AttnKitKernels.Int8Quantizer.centeredAbsMax(Strided2D(base: r, rowStride: count, colStride: 1),
+                                                                                  rows: 0..<1, mean: m, count: count)
+                        return (sum, finite, largest)
+                    }),
+                    ("generic", { r, m, out in
+                        let (sum, finite) = AttnKitKernelsPortable.Int8Quantizer.quantizeRow(r, colStride: 1, mean: m, inverse: inverse,
+                                                                                             count: count, into: out)
+                        let largest = AttnKitKernelsPortable.Int8Quantizer.centeredAbsMax(
+                            Strided2D(base: r, rowStride: count, colStride: 1), rows: 0..<1, mean: m, count: count)
+                        return (sum, finite, largest)
+                    }),
+                ]
+                for (name, quantize) in quantizers where name == "generic" || KernelDispatch.isa != .generic {
+                    var levels = [Int8](repeating: 99, count: count)
+                    let (sum, finite, largest) = row.withUnsafeBufferPointer { r in mean.withUnsafeBufferPointer { m in
+                        levels.withUnsafeMutableBufferPointer { quantize(r.baseAddress!, m.baseAddress!, $0.baseAddress!) }
+                    }}
+                    XCTAssertEqual(finite, expectedFinite, "\(name) count \(count) trial \(trial)")
+                    XCTAssertEqual(largest, expectedMax, "\(name) count \(count) trial \(trial)")
+                    if expectedFinite {
+                        XCTAssertEqual(levels, expected, "\(name) count \(count) trial \(trial)")
+                        XCTAssertEqual(sum, expectedSum, "\(name) count \(count) trial \(trial)")
+                    }
+                }
+            }
+        }
+    }
+
     func testKeyFormatLayout() {
         // One VNNI group is four int8 values in 4 bytes; a key row is paddedDim bytes.
         XCTAssertEqual(MemoryLayout<(Int8, Int8, Int8, Int8)>.size, 4)
