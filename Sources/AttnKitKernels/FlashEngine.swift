@@ -606,14 +606,12 @@ public enum FlashEngine {
         var e = 0
         while e + 4 <= valueDim {
             let o = outT + e &* rowsPerTask
-            var a00 = load16(o) * rescale.0, a01 = load16(o + 16) * rescale.1
-            var a02 = load16(o + 32) * rescale.2, a03 = load16(o + 48) * rescale.3
-            var a10 = load16(o + 64) * rescale.0, a11 = load16(o + 80) * rescale.1
-            var a12 = load16(o + 96) * rescale.2, a13 = load16(o + 112) * rescale.3
-            var a20 = load16(o + 128) * rescale.0, a21 = load16(o + 144) * rescale.1
-            var a22 = load16(o + 160) * rescale.2, a23 = load16(o + 176) * rescale.3
-            var a30 = load16(o + 192) * rescale.0, a31 = load16(o + 208) * rescale.1
-            var a32 = load16(o + 224) * rescale.2, a33 = load16(o + 240) * rescale.3
+            // This tile's sums start from zero and join O once, at the end: shorter
+            // rounding chains than accumulating onto O itself, at the same cost.
+            var a00 = SIMD16<Float>(), a01 = SIMD16<Float>(), a02 = SIMD16<Float>(), a03 = SIMD16<Float>()
+            var a10 = SIMD16<Float>(), a11 = SIMD16<Float>(), a12 = SIMD16<Float>(), a13 = SIMD16<Float>()
+            var a20 = SIMD16<Float>(), a21 = SIMD16<Float>(), a22 = SIMD16<Float>(), a23 = SIMD16<Float>()
+            var a30 = SIMD16<Float>(), a31 = SIMD16<Float>(), a32 = SIMD16<Float>(), a33 = SIMD16<Float>()
             var vRow = values + e
             for key in 0..<keys {
                 let p = probabilities + key &* rowsPerTask
@@ -632,16 +630,18 @@ public enum FlashEngine {
                 a32 = multiplyAdd(p2, b3, a32); a33 = multiplyAdd(p3, b3, a33)
                 vRow += vr
             }
-            store16(a00, o); store16(a01, o + 16); store16(a02, o + 32); store16(a03, o + 48)
-            store16(a10, o + 64); store16(a11, o + 80); store16(a12, o + 96); store16(a13, o + 112)
-            store16(a20, o + 128); store16(a21, o + 144); store16(a22, o + 160); store16(a23, o + 176)
-            store16(a30, o + 192); store16(a31, o + 208); store16(a32, o + 224); store16(a33, o + 240)
+            @inline(__always) func join(_ sum: SIMD16<Float>, _ offset: Int, _ scale: SIMD16<Float>) {
+                store16(multiplyAdd(load16(o + offset), scale, sum), o + offset)
+            }
+            join(a00, 0, rescale.0); join(a01, 16, rescale.1); join(a02, 32, rescale.2); join(a03, 48, rescale.3)
+            join(a10, 64, rescale.0); join(a11, 80, rescale.1); join(a12, 96, rescale.2); join(a13, 112, rescale.3)
+            join(a20, 128, rescale.0); join(a21, 144, rescale.1); join(a22, 160, rescale.2); join(a23, 176, rescale.3)
+            join(a30, 192, rescale.0); join(a31, 208, rescale.1); join(a32, 224, rescale.2); join(a33, 240, rescale.3)
             e += 4
         }
         while e < valueDim {
             let o = outT + e &* rowsPerTask
-            var a0 = load16(o) * rescale.0, a1 = load16(o + 16) * rescale.1
-            var a2 = load16(o + 32) * rescale.2, a3 = load16(o + 48) * rescale.3
+            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
             var vRow = values + e
             for key in 0..<keys {
                 let p = probabilities + key &* rowsPerTask
@@ -650,7 +650,8 @@ public enum FlashEngine {
                 a2 = multiplyAdd(load16(p + 32), b, a2); a3 = multiplyAdd(load16(p + 48), b, a3)
                 vRow += vr
             }
-            store16(a0, o); store16(a1, o + 16); store16(a2, o + 32); store16(a3, o + 48)
+            store16(multiplyAdd(load16(o), rescale.0, a0), o); store16(multiplyAdd(load16(o + 16), rescale.1, a1), o + 16)
+            store16(multiplyAdd(load16(o + 32), rescale.2, a2), o + 32); store16(multiplyAdd(load16(o + 48), rescale.3, a3), o + 48)
             e += 1
         }
     }
