@@ -1,5 +1,8 @@
 """int8 QKᵀ attention against torch fp32 SDPA and attnkit fp32, side by side in one run,
-with the accuracy metrics of spec section 5 (cosine, relative L1 against torch fp32)."""
+with the accuracy metrics of spec section 5 (cosine, relative L1 against torch fp32).
+
+P·V is fp32 by default; ATTNKIT_INT8_PV=fp16 in the environment times the opt-in
+fp16 P·V (AVX512_FP16 CPUs only; the header line says which one ran)."""
 import os
 import sys
 
@@ -45,7 +48,9 @@ def int8_rows(shapes, repeats, mode="per_block"):
 
 def main():
     args = setup(__doc__, repeats=7)
-    print(f"attnkit {attnkit.__version__} ({attnkit.isa()} kernels), torch {torch.__version__}, {args.threads} threads; "
+    pv = "fp16 (ATTNKIT_INT8_PV=fp16)" if os.environ.get("ATTNKIT_INT8_PV", "").lower() == "fp16" else "fp32"
+    print(f"attnkit {attnkit.__version__} ({attnkit.isa()} kernels, int8 P·V in {pv}), torch {torch.__version__}, "
+          f"{args.threads} threads; "
           f"medians of up to {args.repeats} interleaved runs; accuracy against torch fp32\n")
     print_table(["kernel", "shape", "inputs", "cosine", "rel L1", "int8 ms", "attnkit fp32 ms", "torch fp32 ms",
                  "int8 GFLOP/s", "vs torch fp32"], int8_rows(SHAPES, args.repeats))

@@ -182,6 +182,7 @@ public struct FlashAttention {
                                          smooth: int8.smoothK, threads: threads)
             defer { keys.deallocate() }
             options.int8Query = int8QueryScale(int8.qkQuant, units: units, headDim: headDim)
+            options.halfPrecisionValues = KernelDispatch.int8HalfPrecisionValues
             try KernelDispatch.runFlash(units: units, options: options, threads: threads)
             if int8.smoothK { keys.correctLSE(units: units, scale: options.scale) }
             return

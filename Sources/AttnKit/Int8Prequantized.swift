@@ -88,6 +88,7 @@ extension FlashAttention {
         options.softcap = Float(softcap)
         options.windowLeft = windowLeft
         options.windowRight = causal ? 0 : windowRight
+        options.halfPrecisionValues = KernelDispatch.int8HalfPrecisionValues
         try validateOptions(headDim: dim)
         try KernelDispatch.runFlash(units: units, options: options, threads: threads)
     }

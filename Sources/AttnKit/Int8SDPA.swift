@@ -45,6 +45,7 @@ public struct Int8ScaledDotProductAttention {
                                      threads: threads)
         defer { keys.deallocate() }
         options.int8Query = int8QueryScale(qkQuant, units: units, headDim: options.headDim)
+        options.halfPrecisionValues = KernelDispatch.int8HalfPrecisionValues
         try KernelDispatch.runFlash(units: units, options: options, threads: threads)
     }
 

@@ -33,6 +33,15 @@ public enum KernelDispatch {
         return attn_shim_cpu_has_avx512() != 0 ? .avx512 : .generic
     }()
 
+    /// Whether the int8 paths run P·V with fp16 P and V and fp16 sums per
+    /// 64-key tile (AVX512_FP16; faster, about 1e-3 relative error on top of
+    /// int8 QKᵀ's). Opt-in with ATTNKIT_INT8_PV=fp16, on CPUs that have it and
+    /// with the AVX-512 kernels; otherwise P·V is fp32 as everywhere else.
+    public static let int8HalfPrecisionValues: Bool = {
+        let requested = getenv("ATTNKIT_INT8_PV").map { String(cString: $0).lowercased() } ?? ""
+        return requested == "fp16" && isa != .generic && attn_shim_cpu_has_avx512_fp16() != 0
+    }()
+
     static func runFlash<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
         switch isa {
         case .avx512bf16: try AttnKitKernelsBF16.FlashEngine.run(units: units, options: options, threads: threads)

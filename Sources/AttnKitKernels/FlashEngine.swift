@@ -71,18 +71,22 @@ public enum FlashEngine {
         let worthwhile = Swift.max(1, flops / minimumFlopsPerThread)
         let workers = Swift.max(1, Swift.min(threads, tasks.count, worthwhile))
         let layout = try ScratchLayout(options: options, blocks: blocksPerTask,
-                                       usesInt8: units.contains { $0.int8Keys != nil })
+                                       usesInt8: units.contains { $0.int8Keys != nil },
+                                       usesHalfValues: options.halfPrecisionValues)
         let floats = try PerWorker<Float>(workers: workers, count: layout.floats)
         defer { floats.deallocate() }
         let bytes = try PerWorker<UInt8>(workers: workers, count: layout.bytes)
         defer { bytes.deallocate() }
         let ints = try PerWorker<Int32>(workers: workers, count: layout.ints)
         defer { ints.deallocate() }
+        let halves = try PerWorker<UInt16>(workers: workers, count: layout.halves)
+        defer { halves.deallocate() }
         tasks.withUnsafeBufferPointer { taskList in
             units.withUnsafeBufferPointer { unitList in
                 parallelFor(count: taskList.count, threads: workers) { task, worker in
                     let (unit, block, count, _) = taskList[task]
-                    let scratch = layout.scratch(floats: floats[worker], bytes: bytes[worker], ints: ints[worker])
+                    let scratch = layout.scratch(floats: floats[worker], bytes: bytes[worker], ints: ints[worker],
+                                                 halves: halves[worker])
                     runTask(unitList[Int(unit)], firstBlock: Int(block), blockCount: Int(count), options: options,
                             scratch: scratch)
                 }
@@ -104,9 +108,9 @@ public enum FlashEngine {
         let paddedDim: Int, valueDim: Int, blocks: Int
         let queryFloats: Int, outFloats: Int, keyFloats: Int, valueFloats: Int
         let int8QueryBytes: Int, int8ScoreInts: Int
-        let floats: Int, bytes: Int, ints: Int
+        let floats: Int, bytes: Int, ints: Int, halves: Int
 
-        init(options: AttentionOptions, blocks: Int, usesInt8: Bool) throws {
+        init(options: AttentionOptions, blocks: Int, usesInt8: Bool, usesHalfValues: Bool) throws {
             paddedDim = (options.headDim + 15) & ~15
             valueDim = Swift.max(options.valueDim, 1)
             self.blocks = blocks
@@ -122,16 +126,19 @@ public enum FlashEngine {
             floats = try checkedProduct(perBlock, blocks, what: "q") + keysPerTile * rowsPerTask + keyFloats + valueFloats
             bytes = Swift.max(1, try checkedProduct(int8QueryBytes, blocks, what: "q"))
             ints = int8ScoreInts
+            // fp16 P [keysPerTile][64] and V [keysPerTile][valueDim] for the fp16 P·V.
+            halves = usesHalfValues ? keysPerTile * rowsPerTask + valueFloats : 1
         }
 
         func scratch(floats base: UnsafeMutablePointer<Float>, bytes: UnsafeMutablePointer<UInt8>,
-                     ints: UnsafeMutablePointer<Int32>) -> TileScratch {
+                     ints: UnsafeMutablePointer<Int32>, halves: UnsafeMutablePointer<UInt16>) -> TileScratch {
             let perBlock = queryFloats + outFloats + 4 * rowsPerTask
             let shared = base + perBlock * blocks
             return TileScratch(blockBase: base, blockFloats: perBlock, queryFloats: queryFloats, outFloats: outFloats,
                                int8Queries: bytes, int8QueryBytes: int8QueryBytes,
                                scoresT: shared, keys: shared + keysPerTile * rowsPerTask,
-                               values: shared + keysPerTile * rowsPerTask + keyFloats, int8Scores: ints)
+                               values: shared + keysPerTile * rowsPerTask + keyFloats, int8Scores: ints,
+                               halfProbabilities: halves, halfValues: halves + keysPerTile * rowsPerTask)
         }
     }
 
@@ -146,6 +153,8 @@ public enum FlashEngine {
         let keys: UnsafeMutablePointer<Float>     // [keysPerTile][headDim]: this tile's K rows, in fp32
         let values: UnsafeMutablePointer<Float>   // [keysPerTile][valueDim]: this tile's V rows, in fp32
         let int8Scores: UnsafeMutablePointer<Int32>    // [keysPerTile][64]: exact int32 Q·Kᵀ
+        let halfProbabilities: UnsafeMutablePointer<UInt16>  // [keysPerTile][64]: P in fp16 (fp16 P·V only)
+        let halfValues: UnsafeMutablePointer<UInt16>         // [keysPerTile][valueDim]: V in fp16 (fp16 P·V only)
 
         func block(_ slot: Int) -> BlockScratch {
             let base = blockBase + slot &* blockFloats
@@ -255,7 +264,20 @@ public enum FlashEngine {
                 keyRows = packRows(unit.k, start: packStart, count: packCount, width: dim, into: scratch.keys)
             }
             // V is scanned once per tile for NaN/Inf, which need the slow P·V.
-            let valuesFinite = allFinite(valueRows, count: packCount * valueDim)
+            let valuesFinite: Bool
+            var halfValues = false
+            if options.halfPrecisionValues {
+                // fp16 P·V needs 64 products of p <= 1 and |v| to stay well inside
+                // fp16's range (65504): |v| <= 256.
+                let largest = largestMagnitude(valueRows, count: packCount * valueDim)
+                valuesFinite = largest.isFinite
+                #if ATTNKIT_AVX512
+                halfValues = largest <= 256
+                if halfValues { attn_shim_f32_to_f16(valueRows, scratch.halfValues, packCount * valueDim) }
+                #endif
+            } else {
+                valuesFinite = allFinite(valueRows, count: packCount * valueDim)
+            }
             for slot in 0..<blockCount {
                 let rowStart = (firstBlock + slot) * rowsPerTask
                 let range = blockKeys(unit, options: options, rowStart: rowStart)
@@ -288,7 +310,13 @@ public enum FlashEngine {
                     applyDropout(unit, options: options, rowStart: rowStart, tileStart: start, tileKeys: count,
                                  probabilities: scratch.scoresT)
                 }
-                if valuesFinite {
+                if halfValues {
+                    #if ATTNKIT_AVX512
+                    attn_shim_f32_to_f16(scratch.scoresT, scratch.halfProbabilities, count * rowsPerTask)
+                    attn_shim_pv_f16(block.outT, valueDim, scratch.halfProbabilities, scratch.halfValues + offset &* valueDim,
+                                     valueDim, count, block.states.rescale)
+                    #endif
+                } else if valuesFinite {
                     accumulateValues(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
                                      values: valueRows + offset &* valueDim, keys: count, rescale: block.states.rescale)
                 } else {
@@ -654,6 +682,30 @@ public enum FlashEngine {
             store16(multiplyAdd(load16(o + 32), rescale.2, a2), o + 32); store16(multiplyAdd(load16(o + 48), rescale.3, a3), o + 48)
             e += 1
         }
+    }
+
+    /// The largest |x| of `count` floats; +inf if any is NaN or ±Inf.
+    @inline(__always)
+    static func largestMagnitude(_ values: UnsafePointer<Float>, count: Int) -> Float {
+        var largest = SIMD16<Float>()
+        var bad = SIMDMask<SIMD16<Int32>>()
+        var index = 0
+        while index + 16 <= count {
+            let x = load16(values + index)
+            let difference = x - x
+            bad .|= difference .!= difference
+            var magnitude = x
+            magnitude.replace(with: SIMD16<Float>() - x, where: x .< SIMD16<Float>())
+            largest = lanewiseMax(largest, magnitude)
+            index += 16
+        }
+        var result = largest.max()
+        while index < count {
+            if !values[index].isFinite { return .infinity }
+            result = Swift.max(result, abs(values[index]))
+            index += 1
+        }
+        return any(bad) ? .infinity : result
     }
 
     /// Whether every one of `count` floats is finite (a NaN or ±Inf in V needs the slow path).

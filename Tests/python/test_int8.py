@@ -2,6 +2,9 @@
 and relative L1 <= 0.03 against the fp32 result, on N(0,1) inputs and on K with a large
 per-channel offset, causal and masked, GQA, every qk_quant mode."""
 import itertools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -179,3 +182,52 @@ def test_prequantized_entry_takes_broadcast_scales_and_bf16_values():
     assert cosine >= 0.9999 and relative_l1 <= 0.01
     with pytest.raises(TypeError, match=r"q_int8\.dtype must be i8"):
         attnkit.flash_attn_varlen_int8_func(q, q_scale, k8, k_scale, v, cu_q, cu_k, max_q, max_k)
+
+
+FP16_PV_SCRIPT = r"""
+import sys, torch, attnkit
+cases = torch.load(sys.argv[1])
+outs = [attnkit.int8_scaled_dot_product_attention(c["q"], c["k"], c["v"], attn_mask=c["mask"], is_causal=c["causal"],
+                                                  enable_gqa=c["gqa"], qk_quant=c["mode"]) for c in cases]
+torch.save(outs, sys.argv[2])
+"""
+
+
+def cpu_has_avx512_fp16():
+    try:
+        with open("/proc/cpuinfo") as info:
+            return " avx512_fp16" in info.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(os.environ.get("ATTNKIT_INT8_PV") is not None, reason="runs the opt-in mode in a child process")
+def test_fp16_pv_mode_keeps_the_accuracy_bars(tmp_path):
+    """ATTNKIT_INT8_PV=fp16 (P·V from fp16 P and V, fp16 sums per 64-key tile) on the
+    int8 accuracy cases, in a child process since the mode is read once per process."""
+    cases = []
+    for index, (mode, distribution, mask_kind, (heads_q, heads_k)) in enumerate(
+            itertools.product(MODES, ["normal", "offset"], ["none", "causal", "bool"], [(4, 4), (8, 2)])):
+        torch.manual_seed(index)
+        q, k, v = torch.randn(2, heads_q, 150, 64), torch.randn(2, heads_k, 170, 64), torch.randn(2, heads_k, 170, 64)
+        if distribution == "offset":
+            k = k + torch.randn(1, heads_k, 1, 64) * 8
+        mask = torch.rand(150, 170) > 0.3 if mask_kind == "bool" else None
+        cases.append(dict(q=q, k=k, v=v, mask=mask, causal=mask_kind == "causal", gqa=heads_q != heads_k, mode=mode,
+                          label=f"{mode} {distribution} {mask_kind} H{heads_q}/{heads_k}"))
+    torch.save(cases, tmp_path / "cases.pt")
+    env = dict(os.environ, ATTNKIT_INT8_PV="fp16")
+    subprocess.run([sys.executable, "-c", FP16_PV_SCRIPT, str(tmp_path / "cases.pt"), str(tmp_path / "outs.pt")],
+                   env=env, check=True)
+    outs = torch.load(tmp_path / "outs.pt")
+    took_fp16_path = cpu_has_avx512_fp16() and attnkit.isa() != "generic"
+    for case, out in zip(cases, outs):
+        kwargs = dict(attn_mask=case["mask"], is_causal=case["causal"], enable_gqa=case["gqa"])
+        reference = sdpa_reference(case["q"], case["k"], case["v"], case["mask"], case["causal"], None, case["gqa"])
+        cosine, relative_l1 = accuracy(out, reference)
+        assert cosine >= MIN_COSINE and relative_l1 <= MAX_RELATIVE_L1, \
+            f"{case['label']}: cosine {cosine:.5f}, rel L1 {relative_l1:.4f}"
+        default = attnkit.int8_scaled_dot_product_attention(case["q"], case["k"], case["v"], qk_quant=case["mode"], **kwargs)
+        # The opt-in differs from the fp32 P·V only by fp16 rounding, and only where the CPU has AVX512_FP16.
+        assert (out - default).abs().max().item() <= 1e-2 * max(1.0, default.abs().max().item()), case["label"]
+        assert torch.equal(out, default) != took_fp16_path, case["label"]
