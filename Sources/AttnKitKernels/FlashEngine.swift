@@ -587,12 +587,12 @@ public enum FlashEngine {
         safeMax.replace(with: zero, where: noKeyYet)
         // exp(m_old − m_new) <= 1 rescales what was accumulated against the old
         // maximum so that O and l are both expressed relative to m_new.
-        var rescale = fastExp(oldMax - safeMax)
+        var rescale = softmaxExp(oldMax - safeMax)
         rescale.replace(with: zero, where: noKeyYet)
         var tileSum = SIMD16<Float>()
         for key in 0..<tileKeys {
             let p = column + key &* rowsPerTask
-            let probability = fastExp(load16(p) - safeMax)   // exp(−inf − finite) = 0 for excluded keys
+            let probability = softmaxExp(load16(p) - safeMax)   // exp(−inf − finite) = 0 for excluded keys
             store16(probability, p)
             tileSum += probability
         }

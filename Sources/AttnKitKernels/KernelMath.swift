@@ -40,6 +40,10 @@ public func fastExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
 @inline(never)
 public func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> { fastExp(x) }
 
+/// softmaxExp behind a call, for the same reason.
+@inline(never)
+public func softmaxExp16(_ x: SIMD16<Float>) -> SIMD16<Float> { softmaxExp(x) }
+
 #if ATTNKIT_AVX512
 /// e^x for 16 floats with AVX-512's vscalefps, about half the instructions of
 /// the portable version.
@@ -73,6 +77,35 @@ public func fastExpAVX512(_ x: SIMD16<Float>) -> SIMD16<Float> {
     return result
 }
 #endif
+
+/// e^x for x <= 0 or NaN, as the online softmax produces (x = s − m with m the
+/// running maximum): fastExp without the clamps. Where x is below −87.33
+/// (−inf included) the masked vscalefps writes 0 whatever the reduction gave;
+/// NaN stays NaN.
+@_transparent
+public func softmaxExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    #if ATTNKIT_AVX512
+    let log2e = SIMD16<Float>(repeating: 1.44269504088896341)
+    let minusLn2Hi = SIMD16<Float>(repeating: -0.693359375)
+    let minusLn2Lo = SIMD16<Float>(repeating: 2.12194440e-4)
+    let roundingMagic = SIMD16<Float>(repeating: 12582912.0)
+    let flushBelow = SIMD16<Float>(repeating: -87.33)
+    let n = multiplyAdd(x, log2e, roundingMagic) - roundingMagic
+    let r = multiplyAdd(n, minusLn2Lo, multiplyAdd(n, minusLn2Hi, x))
+    var p = SIMD16<Float>(repeating: 1.3814613e-3)
+    p = multiplyAdd(p, r, SIMD16(repeating: 8.36871e-3))
+    p = multiplyAdd(p, r, SIMD16(repeating: 4.166839e-2))
+    p = multiplyAdd(p, r, SIMD16(repeating: 0.16666521))
+    p = multiplyAdd(p, r, SIMD16(repeating: 0.49999994))
+    p = multiplyAdd(p, r, SIMD16(repeating: 1))
+    p = multiplyAdd(p, r, SIMD16(repeating: 1))
+    var result = _mm512_scalef_ps(p, n)
+    result.replace(with: SIMD16<Float>(), where: x .< flushBelow)
+    return result
+    #else
+    return fastExpPortable(x)
+    #endif
+}
 
 /// The portable e^x (every build; the only one without AVX-512).
 @_transparent

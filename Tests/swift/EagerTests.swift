@@ -159,6 +159,38 @@ final class EagerTests: XCTestCase {
         }
     }
 
+    /// The softmax's exp (x <= 0 or NaN, no clamps) of every build against libm.
+    func testSoftmaxExpMatchesLibm() {
+        let builds: [(String, (SIMD16<Float>) -> SIMD16<Float>)] = [
+            ("avx512", { AttnKitKernels.softmaxExp16($0) }), ("generic", { AttnKitKernelsPortable.softmaxExp16($0) }),
+            ("avx512_bf16", { AttnKitKernelsBF16.softmaxExp16($0) }),
+        ]
+        for (name, exp) in builds where name == "generic" || (name == "avx512" && KernelDispatch.isa != .generic)
+                                        || KernelDispatch.isa == .avx512bf16 {
+            var worst = 0.0
+            var x: Float = -87
+            while x <= 0 {
+                let lanes = SIMD16<Float>((0..<16).map { Swift.min(0, x + Float($0) * 0.0007) })
+                let result = exp(lanes)
+                for lane in 0..<16 {
+                    let exact = Foundation.exp(Double(lanes[lane]))
+                    worst = max(worst, abs(Double(result[lane]) - exact) / exact)
+                }
+                x += 0.0113
+            }
+            XCTAssertLessThan(worst, 2.5e-7, "relative error of softmaxExp (\(name))")
+            let special = exp(SIMD16<Float>(-.infinity, .nan, -100, -1e30, -.greatestFiniteMagnitude, 0, -87.4, -1,
+                                            0, 0, 0, 0, 0, 0, 0, 0))
+            XCTAssertEqual(special[0], 0, name)
+            XCTAssertTrue(special[1].isNaN, name)
+            XCTAssertEqual(special[2], 0, name)
+            XCTAssertEqual(special[3], 0, name)
+            XCTAssertEqual(special[4], 0, name)
+            XCTAssertEqual(special[5], 1, name)
+            XCTAssertEqual(special[6], 0, name)
+        }
+    }
+
     func testThreadCountDoesNotChangeBits() throws {
         var rng = SplitMix64(seed: 77)
         let (batch, seq, heads, dim) = (2, 45, 4, 24)
