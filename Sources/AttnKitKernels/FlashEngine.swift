@@ -711,20 +711,7 @@ public enum FlashEngine {
     /// Whether every one of `count` floats is finite (a NaN or ±Inf in V needs the slow path).
     @inline(__always)
     static func allFinite(_ values: UnsafePointer<Float>, count: Int) -> Bool {
-        var bad = SIMDMask<SIMD16<Int32>>()
-        var index = 0
-        while index + 16 <= count {
-            let x = load16(values + index)
-            // |x| == inf or x != x, without a lane-loop abs: x − x is NaN exactly for non-finite x.
-            let difference = x - x
-            bad .|= difference .!= difference
-            index += 16
-        }
-        while index < count {
-            if !values[index].isFinite { return false }
-            index += 1
-        }
-        return !any(bad)
+        largestMagnitude(values, count: count).isFinite
     }
 
     /// The same sum as accumulateValues, but a V row only reaches the rows that

@@ -52,19 +52,25 @@ public func softmaxExp16(_ x: SIMD16<Float>) -> SIMD16<Float> { softmaxExp(x) }
 /// NaN x), reduced as x = n·ln2 + r with |r| <= ln2/2 (Cody–Waite, ln2 in two
 /// parts), e^r comes from a degree-6 polynomial (a minimax fit made for this
 /// file: 3e-9 relative on that interval, about 1.4 ulp once evaluated in
-/// fp32), and vscalefps multiplies by 2^n, which also gives +inf past 88.72. Results below e^−87.33 (denormals, slow on some
-/// cores) are flushed to 0, as the portable version does, so a masked key's
-/// exp(−inf − m) is exactly 0.
+/// fp32), and vscalefps multiplies by 2^n, which also gives +inf past 88.72.
+/// Results below e^−87.33 (denormals, slow on some cores) are flushed to 0, as
+/// the portable version does, so a masked key's exp(−inf − m) is exactly 0.
 @_transparent
 public func fastExpAVX512(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    let clamped = _mm512_min_ps(SIMD16(repeating: 100), _mm512_max_ps(SIMD16(repeating: -104), x))
+    return reducedExp(clamped, flushWhere: x)
+}
+
+/// e^x by the reduction above for x where it is well defined (|x| <= 104 or
+/// NaN), written as 0 where `original` is below −87.33 (the masked vscalefps).
+@_transparent
+public func reducedExp(_ x: SIMD16<Float>, flushWhere original: SIMD16<Float>) -> SIMD16<Float> {
     let log2e = SIMD16<Float>(repeating: 1.44269504088896341)
     let minusLn2Hi = SIMD16<Float>(repeating: -0.693359375)
     let minusLn2Lo = SIMD16<Float>(repeating: 2.12194440e-4)
     let roundingMagic = SIMD16<Float>(repeating: 12582912.0)
-    let flushBelow = SIMD16<Float>(repeating: -87.33)
-    let clamped = _mm512_min_ps(SIMD16(repeating: 100), _mm512_max_ps(SIMD16(repeating: -104), x))
-    let n = multiplyAdd(clamped, log2e, roundingMagic) - roundingMagic
-    let r = multiplyAdd(n, minusLn2Lo, multiplyAdd(n, minusLn2Hi, clamped))
+    let n = multiplyAdd(x, log2e, roundingMagic) - roundingMagic
+    let r = multiplyAdd(n, minusLn2Lo, multiplyAdd(n, minusLn2Hi, x))
     var p = SIMD16<Float>(repeating: 1.3814613e-3)
     p = multiplyAdd(p, r, SIMD16(repeating: 8.36871e-3))
     p = multiplyAdd(p, r, SIMD16(repeating: 4.166839e-2))
@@ -73,7 +79,7 @@ public func fastExpAVX512(_ x: SIMD16<Float>) -> SIMD16<Float> {
     p = multiplyAdd(p, r, SIMD16(repeating: 1))
     p = multiplyAdd(p, r, SIMD16(repeating: 1))
     var result = _mm512_scalef_ps(p, n)
-    result.replace(with: SIMD16<Float>(), where: x .< flushBelow)
+    result.replace(with: SIMD16<Float>(), where: original .< SIMD16<Float>(repeating: -87.33))
     return result
 }
 #endif
@@ -85,23 +91,9 @@ public func fastExpAVX512(_ x: SIMD16<Float>) -> SIMD16<Float> {
 @_transparent
 public func softmaxExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
     #if ATTNKIT_AVX512
-    let log2e = SIMD16<Float>(repeating: 1.44269504088896341)
-    let minusLn2Hi = SIMD16<Float>(repeating: -0.693359375)
-    let minusLn2Lo = SIMD16<Float>(repeating: 2.12194440e-4)
-    let roundingMagic = SIMD16<Float>(repeating: 12582912.0)
-    let flushBelow = SIMD16<Float>(repeating: -87.33)
-    let n = multiplyAdd(x, log2e, roundingMagic) - roundingMagic
-    let r = multiplyAdd(n, minusLn2Lo, multiplyAdd(n, minusLn2Hi, x))
-    var p = SIMD16<Float>(repeating: 1.3814613e-3)
-    p = multiplyAdd(p, r, SIMD16(repeating: 8.36871e-3))
-    p = multiplyAdd(p, r, SIMD16(repeating: 4.166839e-2))
-    p = multiplyAdd(p, r, SIMD16(repeating: 0.16666521))
-    p = multiplyAdd(p, r, SIMD16(repeating: 0.49999994))
-    p = multiplyAdd(p, r, SIMD16(repeating: 1))
-    p = multiplyAdd(p, r, SIMD16(repeating: 1))
-    var result = _mm512_scalef_ps(p, n)
-    result.replace(with: SIMD16<Float>(), where: x .< flushBelow)
-    return result
+    // Without clamps: huge negative x (−inf included) may give anything before
+    // the flush, and the flush writes 0 there.
+    return reducedExp(x, flushWhere: x)
     #else
     return fastExpPortable(x)
     #endif

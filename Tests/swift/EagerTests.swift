@@ -129,48 +129,28 @@ final class EagerTests: XCTestCase {
         }
     }
 
-    /// Both builds of the vectorized exp against libm's, over the whole range.
+    /// Every build's vectorized exp (fastExp, and the softmax's clamp-free
+    /// softmaxExp on x <= 0) against libm's over its range, then special values.
     func testFastExpMatchesLibm() {
-        let builds: [(String, (SIMD16<Float>) -> SIMD16<Float>)] = [
+        checkExp("fastExp", range: -87...88, [
             ("avx512", { AttnKitKernels.exp16($0) }), ("generic", { AttnKitKernelsPortable.exp16($0) }),
             ("avx512_bf16", { AttnKitKernelsBF16.exp16($0) }),
-        ]
-        for (name, exp) in builds where name == "generic" || (name == "avx512" && KernelDispatch.isa != .generic)
-                                        || KernelDispatch.isa == .avx512bf16 {
-            var worst = 0.0
-            var x: Float = -87
-            while x < 88 {
-                let lanes = SIMD16<Float>((0..<16).map { x + Float($0) * 0.0007 })
-                let result = exp(lanes)
-                for lane in 0..<16 {
-                    let exact = Foundation.exp(Double(lanes[lane]))
-                    worst = max(worst, abs(Double(result[lane]) - exact) / exact)
-                }
-                x += 0.0113
-            }
-            XCTAssertLessThan(worst, 2.5e-7, "relative error of fastExp (\(name))")
-            let special = exp(SIMD16<Float>(-.infinity, .infinity, .nan, -100, 100, 0, 1, -1, 0, 0, 0, 0, 0, 0, 0, 0))
-            XCTAssertEqual(special[0], 0)
-            XCTAssertEqual(special[1], .infinity)
-            XCTAssertTrue(special[2].isNaN)
-            XCTAssertEqual(special[3], 0)
-            XCTAssertEqual(special[4], .infinity)
-            XCTAssertEqual(special[5], 1)
-        }
-    }
-
-    /// The softmax's exp (x <= 0 or NaN, no clamps) of every build against libm.
-    func testSoftmaxExpMatchesLibm() {
-        let builds: [(String, (SIMD16<Float>) -> SIMD16<Float>)] = [
+        ], specials: [(-.infinity, 0), (.infinity, .infinity), (-100, 0), (100, .infinity), (0, 1)])
+        checkExp("softmaxExp", range: -87...0, [
             ("avx512", { AttnKitKernels.softmaxExp16($0) }), ("generic", { AttnKitKernelsPortable.softmaxExp16($0) }),
             ("avx512_bf16", { AttnKitKernelsBF16.softmaxExp16($0) }),
-        ]
+        ], specials: [(-.infinity, 0), (-100, 0), (-1e30, 0), (-.greatestFiniteMagnitude, 0), (0, 1), (-87.4, 0)])
+    }
+
+    func checkExp(_ label: String, range: ClosedRange<Float>,
+                  _ builds: [(String, (SIMD16<Float>) -> SIMD16<Float>)], specials: [(Float, Float)],
+                  file: StaticString = #filePath, line: UInt = #line) {
         for (name, exp) in builds where name == "generic" || (name == "avx512" && KernelDispatch.isa != .generic)
                                         || KernelDispatch.isa == .avx512bf16 {
             var worst = 0.0
-            var x: Float = -87
-            while x <= 0 {
-                let lanes = SIMD16<Float>((0..<16).map { Swift.min(0, x + Float($0) * 0.0007) })
+            var x = range.lowerBound
+            while x <= range.upperBound {
+                let lanes = SIMD16<Float>((0..<16).map { Swift.min(range.upperBound, x + Float($0) * 0.0007) })
                 let result = exp(lanes)
                 for lane in 0..<16 {
                     let exact = Foundation.exp(Double(lanes[lane]))
@@ -178,16 +158,12 @@ final class EagerTests: XCTestCase {
                 }
                 x += 0.0113
             }
-            XCTAssertLessThan(worst, 2.5e-7, "relative error of softmaxExp (\(name))")
-            let special = exp(SIMD16<Float>(-.infinity, .nan, -100, -1e30, -.greatestFiniteMagnitude, 0, -87.4, -1,
-                                            0, 0, 0, 0, 0, 0, 0, 0))
-            XCTAssertEqual(special[0], 0, name)
-            XCTAssertTrue(special[1].isNaN, name)
-            XCTAssertEqual(special[2], 0, name)
-            XCTAssertEqual(special[3], 0, name)
-            XCTAssertEqual(special[4], 0, name)
-            XCTAssertEqual(special[5], 1, name)
-            XCTAssertEqual(special[6], 0, name)
+            XCTAssertLessThan(worst, 2.5e-7, "relative error of \(label) (\(name))", file: file, line: line)
+            XCTAssertTrue(exp(SIMD16<Float>(repeating: .nan))[0].isNaN, "\(label) (\(name)) of NaN", file: file, line: line)
+            for (input, expected) in specials {
+                XCTAssertEqual(exp(SIMD16<Float>(repeating: input))[0], expected, "\(label) (\(name)) of \(input)",
+                               file: file, line: line)
+            }
         }
     }
 
