@@ -298,6 +298,11 @@ public enum FlashEngine {
                 if start >= end { continue }
                 let offset = start - packStart, count = end - start
                 let block = scratch.block(slot)
+                // A block of at most 16 rows (a short sequence, decoding, a last
+                // partial block) computes one chunk of 16 rows, not four; the
+                // lanes of the other chunks are never read for it.
+                let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
+                let activeChunks = rows <= 16 ? 1 : chunks
                 if let int8 = unit.int8Keys {
                     // SageAttention-style: QKᵀ in int8 with int32 sums, then back to fp32.
                     int8ScoreTile(queryU8: block.int8Query, groups: groups, keys: int8.values + start &* int8.paddedDim,
@@ -312,16 +317,22 @@ public enum FlashEngine {
                                   scale: options.scale, into: scratch.scoresT)
                     #endif
                 } else if let keyRows {
-                    scoreTile(queryT: block.queryT, realDim: dim, keys: keyRows + offset &* dim, keyCount: count,
-                              into: scratch.scoresT)
+                    if activeChunks == 1 {
+                        scoreTileNarrow(queryT: block.queryT, realDim: dim, keys: keyRows + offset &* dim, keyCount: count,
+                                        into: scratch.scoresT)
+                    } else {
+                        scoreTile(queryT: block.queryT, realDim: dim, keys: keyRows + offset &* dim, keyCount: count,
+                                  into: scratch.scoresT)
+                    }
                 }
-                let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
-                transformScores(unit, options: options, rowStart: rowStart, rows: rows, tileStart: start,
-                                tileKeys: count, scores: scratch.scoresT)
-                for chunk in 0..<chunks { updateSoftmax(block.states, chunk: chunk, scores: scratch.scoresT, tileKeys: count) }
+                transformScores(unit, options: options, rowStart: rowStart, rows: rows, activeChunks: activeChunks,
+                                tileStart: start, tileKeys: count, scores: scratch.scoresT)
+                for chunk in 0..<activeChunks {
+                    updateSoftmax(block.states, chunk: chunk, scores: scratch.scoresT, tileKeys: count)
+                }
                 if options.dropoutP > 0 {
-                    applyDropout(unit, options: options, rowStart: rowStart, tileStart: start, tileKeys: count,
-                                 probabilities: scratch.scoresT)
+                    applyDropout(unit, options: options, rowStart: rowStart, activeChunks: activeChunks, tileStart: start,
+                                 tileKeys: count, probabilities: scratch.scoresT)
                 }
                 if halfValues {
                     #if ATTNKIT_AVX512
@@ -329,6 +340,9 @@ public enum FlashEngine {
                     attn_shim_pv_f16(block.outT, valueDim, scratch.halfProbabilities, scratch.halfValues + offset &* valueDim,
                                      valueDim, count, block.states.rescale)
                     #endif
+                } else if valuesFinite && activeChunks == 1 {
+                    accumulateValuesNarrow(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
+                                           values: valueRows + offset &* valueDim, keys: count, rescale: block.states.rescale)
                 } else if valuesFinite {
                     accumulateValues(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
                                      values: valueRows + offset &* valueDim, keys: count, rescale: block.states.rescale)
@@ -504,11 +518,87 @@ public enum FlashEngine {
         }
     }
 
+    /// scoreTile for the first 16 rows only (chunk 0): eight keys per step, so
+    /// eight independent accumulators still cover the FMA latency.
+    @inline(__always)
+    static func scoreTileNarrow(queryT: UnsafeMutablePointer<Float>, realDim: Int, keys: UnsafePointer<Float>,
+                                keyCount: Int, into scores: UnsafeMutablePointer<Float>) {
+        var key = 0
+        while key + 8 <= keyCount {
+            let k0 = keys + key &* realDim
+            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+            var a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
+            for d in 0..<realDim {
+                let q = load16(queryT + d &* rowsPerTask)
+                let k = k0 + d
+                a0 = multiplyAdd(q, SIMD16(repeating: k[0]), a0)
+                a1 = multiplyAdd(q, SIMD16(repeating: k[realDim]), a1)
+                a2 = multiplyAdd(q, SIMD16(repeating: k[2 &* realDim]), a2)
+                a3 = multiplyAdd(q, SIMD16(repeating: k[3 &* realDim]), a3)
+                a4 = multiplyAdd(q, SIMD16(repeating: k[4 &* realDim]), a4)
+                a5 = multiplyAdd(q, SIMD16(repeating: k[5 &* realDim]), a5)
+                a6 = multiplyAdd(q, SIMD16(repeating: k[6 &* realDim]), a6)
+                a7 = multiplyAdd(q, SIMD16(repeating: k[7 &* realDim]), a7)
+            }
+            let s = scores + key &* rowsPerTask
+            store16(a0, s); store16(a1, s + 64); store16(a2, s + 128); store16(a3, s + 192)
+            store16(a4, s + 256); store16(a5, s + 320); store16(a6, s + 384); store16(a7, s + 448)
+            key += 8
+        }
+        while key < keyCount {
+            let k0 = keys + key &* realDim
+            var a0 = SIMD16<Float>()
+            for d in 0..<realDim { a0 = multiplyAdd(load16(queryT + d &* rowsPerTask), SIMD16(repeating: k0[d]), a0) }
+            store16(a0, scores + key &* rowsPerTask)
+            key += 1
+        }
+    }
+
+    /// accumulateValues for the first 16 rows only (chunk 0): eight value dims
+    /// per step.
+    @inline(__always)
+    static func accumulateValuesNarrow(outT: UnsafeMutablePointer<Float>, valueDim: Int,
+                                       probabilities: UnsafeMutablePointer<Float>, values: UnsafePointer<Float>,
+                                       keys: Int, rescale rescalePointer: UnsafeMutablePointer<Float>) {
+        let rescale = load16(rescalePointer)
+        var e = 0
+        while e + 8 <= valueDim {
+            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+            var a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
+            var vRow = values + e
+            for key in 0..<keys {
+                let p = load16(probabilities + key &* rowsPerTask)
+                a0 = multiplyAdd(p, SIMD16(repeating: vRow[0]), a0); a1 = multiplyAdd(p, SIMD16(repeating: vRow[1]), a1)
+                a2 = multiplyAdd(p, SIMD16(repeating: vRow[2]), a2); a3 = multiplyAdd(p, SIMD16(repeating: vRow[3]), a3)
+                a4 = multiplyAdd(p, SIMD16(repeating: vRow[4]), a4); a5 = multiplyAdd(p, SIMD16(repeating: vRow[5]), a5)
+                a6 = multiplyAdd(p, SIMD16(repeating: vRow[6]), a6); a7 = multiplyAdd(p, SIMD16(repeating: vRow[7]), a7)
+                vRow += valueDim
+            }
+            let o = outT + e &* rowsPerTask
+            store16(multiplyAdd(load16(o), rescale, a0), o); store16(multiplyAdd(load16(o + 64), rescale, a1), o + 64)
+            store16(multiplyAdd(load16(o + 128), rescale, a2), o + 128); store16(multiplyAdd(load16(o + 192), rescale, a3), o + 192)
+            store16(multiplyAdd(load16(o + 256), rescale, a4), o + 256); store16(multiplyAdd(load16(o + 320), rescale, a5), o + 320)
+            store16(multiplyAdd(load16(o + 384), rescale, a6), o + 384); store16(multiplyAdd(load16(o + 448), rescale, a7), o + 448)
+            e += 8
+        }
+        while e < valueDim {
+            var a0 = SIMD16<Float>()
+            var vRow = values + e
+            for key in 0..<keys {
+                a0 = multiplyAdd(load16(probabilities + key &* rowsPerTask), SIMD16(repeating: vRow[0]), a0)
+                vRow += valueDim
+            }
+            let o = outT + e &* rowsPerTask
+            store16(multiplyAdd(load16(o), rescale, a0), o)
+            e += 1
+        }
+    }
+
     /// Softcap, ALiBi, the additive mask, then the masks that exclude keys
     /// (window/causal range, boolean mask), in that order (spec section 0).
     /// Excluded scores become −inf here, in fp32.
     static func transformScores<E: AttnStorage>(_ unit: AttentionUnit<E>, options: AttentionOptions, rowStart: Int,
-                                                rows: Int, tileStart: Int, tileKeys: Int,
+                                                rows: Int, activeChunks: Int, tileStart: Int, tileKeys: Int,
                                                 scores: UnsafeMutablePointer<Float>) {
         let negativeInfinity = SIMD16<Float>(repeating: -.infinity)
         if options.softcap > 0 {
@@ -521,7 +611,7 @@ public enum FlashEngine {
         if unit.alibiSlope != 0 {
             let slope = SIMD16<Float>(repeating: -unit.alibiSlope)
             for key in 0..<tileKeys {
-                for chunk in 0..<chunks {
+                for chunk in 0..<activeChunks {
                     let rowIndex = lane &+ SIMD16(repeating: Int32(truncatingIfNeeded: rowStart + chunk * 16))
                     let distance = rowIndex &+ SIMD16(repeating: Int32(truncatingIfNeeded: unit.diagonal - tileStart - key))
                     var magnitude = distance
@@ -553,7 +643,7 @@ public enum FlashEngine {
         if needsLow || needsHigh {
             for key in 0..<tileKeys {
                 let j = tileStart + key
-                for chunk in 0..<chunks {
+                for chunk in 0..<activeChunks {
                     let rowIndex = lane &+ SIMD16(repeating: Int32(truncatingIfNeeded: rowStart + chunk * 16))
                     var excluded = SIMDMask<SIMD16<Int32>>()
                     if needsLow {   // j < i + diagonal − windowLeft
@@ -618,14 +708,14 @@ public enum FlashEngine {
 
     /// Inverted dropout on the tile's probabilities (after they were added to l,
     /// so the softmax normalizer is that of the undropped row, as in torch).
-    static func applyDropout<E>(_ unit: AttentionUnit<E>, options: AttentionOptions, rowStart: Int, tileStart: Int,
-                                tileKeys: Int, probabilities: UnsafeMutablePointer<Float>) {
+    static func applyDropout<E>(_ unit: AttentionUnit<E>, options: AttentionOptions, rowStart: Int, activeChunks: Int,
+                                tileStart: Int, tileKeys: Int, probabilities: UnsafeMutablePointer<Float>) {
         let key = dropoutStreamKey(seed: options.seed, stream: unit.dropoutStream)
         let threshold = SIMD16<UInt32>(repeating: dropoutThreshold(options.dropoutP))
         let keepScale = SIMD16<Float>(repeating: 1 / (1 - options.dropoutP))
         let lane = SIMD16<UInt32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         for column in 0..<tileKeys {
-            for chunk in 0..<chunks {
+            for chunk in 0..<activeChunks {
                 let rows = lane &+ SIMD16(repeating: UInt32(truncatingIfNeeded: rowStart + chunk * 16))
                 let bits = dropoutBits(key: key, rows: rows, col: UInt32(truncatingIfNeeded: tileStart + column))
                 let p = probabilities + (column &* rowsPerTask &+ chunk &* 16)
