@@ -232,6 +232,9 @@ public enum FlashEngine {
                 packQueryPairs(unsafeBitCast(unit, to: AttentionUnit<BFloat16>.self), rowStart: rowStart, rows: rows,
                                dim: dim, into: UnsafeMutableRawPointer(block.queryT).assumingMemoryBound(to: UInt32.self))
                 #endif
+            } else if usesRowwise(unit, rows: rows, options: options) {
+                packQueryRows(unit, rowStart: rowStart, rows: rows, dim: dim, paddedDim: paddedDim,
+                              scale: options.scale, into: block.queryT)
             } else {
                 packQueryTransposed(unit, rowStart: rowStart, rows: rows, dim: dim, paddedDim: paddedDim,
                                     scale: options.scale, into: block.queryT)
@@ -303,6 +306,7 @@ public enum FlashEngine {
                 // lanes of the other chunks are never read for it.
                 let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
                 let activeChunks = rows <= 16 ? 1 : chunks
+                let rowwise = usesRowwise(unit, rows: rows, options: options)
                 if let int8 = unit.int8Keys {
                     // SageAttention-style: QKᵀ in int8 with int32 sums, then back to fp32.
                     int8ScoreTile(queryU8: block.int8Query, groups: groups, keys: int8.values + start &* int8.paddedDim,
@@ -316,6 +320,9 @@ public enum FlashEngine {
                                   pairCount: pairCount, keyPairs: keyPairs + offset &* pairCount, keyCount: count,
                                   scale: options.scale, into: scratch.scoresT)
                     #endif
+                } else if let keyRows, rowwise {
+                    scoreTileRows(queryRows: block.queryT, rows: rows, dim: dim, paddedDim: paddedDim,
+                                  keys: keyRows + offset &* dim, keyStride: dim, keyCount: count, into: scratch.scoresT)
                 } else if let keyRows {
                     if activeChunks == 1 {
                         scoreTileNarrow(queryT: block.queryT, realDim: dim, keys: keyRows + offset &* dim, keyCount: count,
@@ -340,6 +347,16 @@ public enum FlashEngine {
                     attn_shim_pv_f16(block.outT, valueDim, scratch.halfProbabilities, scratch.halfValues + offset &* valueDim,
                                      valueDim, count, block.states.rescale)
                     #endif
+                } else if rowwise {
+                    let values = valueRows + offset &* valueDim
+                    if valuesFinite {
+                        accumulateValuesRows(outRows: block.outT, rows: rows, valueDim: valueDim, probabilities: scratch.scoresT,
+                                             values: values, keys: count, rescale: block.states.rescale)
+                    } else {
+                        accumulateValuesRowsSkippingExcluded(outRows: block.outT, rows: rows, valueDim: valueDim,
+                                                             probabilities: scratch.scoresT, values: values, keys: count,
+                                                             rescale: block.states.rescale)
+                    }
                 } else if valuesFinite && activeChunks == 1 {
                     accumulateValuesNarrow(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
                                            values: valueRows + offset &* valueDim, keys: count, rescale: block.states.rescale)
@@ -356,8 +373,11 @@ public enum FlashEngine {
         for slot in 0..<blockCount {
             let rowStart = (firstBlock + slot) * rowsPerTask
             let block = scratch.block(slot)
-            finish(unit, options: options, rowStart: rowStart, rows: Swift.min(rowsPerTask, unit.queries - rowStart),
-                   outT: block.outT, states: block.states)
+            let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
+            // Oᵀ is [valueDim][64]; a row-wise block keeps O as [rows][valueDim].
+            let rowwise = usesRowwise(unit, rows: rows, options: options)
+            finish(unit, options: options, rowStart: rowStart, rows: rows, output: block.outT,
+                   rowStep: rowwise ? valueDim : 1, dimStep: rowwise ? 1 : rowsPerTask, states: block.states)
         }
     }
 
@@ -837,17 +857,19 @@ public enum FlashEngine {
         }
     }
 
-    /// out = Oᵀ/l transposed back; a row with no allowed key (l = 0) gives 0 and
-    /// lse = options.emptyRowLSE. lse = m + log(l), natural log.
+    /// out = O/l, with O read at output[row·rowStep + e·dimStep]; a row with no
+    /// allowed key (l = 0) gives 0 and lse = options.emptyRowLSE. lse = m + log(l),
+    /// natural log.
     static func finish<E: AttnStorage>(_ unit: AttentionUnit<E>, options: AttentionOptions, rowStart: Int, rows: Int,
-                                       outT: UnsafeMutablePointer<Float>, states: RowStates) {
+                                       output: UnsafeMutablePointer<Float>, rowStep: Int, dimStep: Int,
+                                       states: RowStates) {
         for row in 0..<rows {
             let sum = states.rowSum[row], rowMax = states.rowMax[row]
             let empty = sum == 0
             let inverse: Float = empty ? 0 : 1 / sum
             let destination = unit.out.pointer(rowStart + row, 0)
             for e in 0..<options.valueDim {
-                destination[e &* unit.out.colStride] = E.fromFloat(outT[e &* rowsPerTask &+ row] * inverse)
+                destination[e &* unit.out.colStride] = E.fromFloat(output[row &* rowStep &+ e &* dimStep] * inverse)
             }
             if let lse = unit.lse {
                 lse[(rowStart + row) &* unit.lseStride] = empty ? options.emptyRowLSE : rowMax + logf(sum)

@@ -229,3 +229,37 @@ def test_seed_wrappers_match_eager_and_reference(causal, masked, seq, heads, dim
     reference, _ = eager_reference(q, k, v, heads, dim, mask, causal)
     assert_close(ours, reference, torch.float32, "sdpa seed wrapper vs fp64")
     assert (ours - eager(q, k, v, heads, dim, mask)).abs().max().item() < 5e-6
+
+
+@pytest.mark.parametrize("rows,dim,mask_kind",
+                         list(itertools.product([1, 2, 3, 4, 5, 16], [8, 59, 128, 200], ["none", "causal", "bool", "float"])))
+def test_few_query_rows(rows, dim, mask_kind):
+    """Decoding shapes (a few queries against many keys) take the engine's row-wise
+    and one-chunk paths; GQA, strided V and odd dims included."""
+    torch.manual_seed(rows * 1000 + dim)
+    q = torch.randn(2, 4, rows, dim)
+    k = torch.randn(2, 2, 333, dim)
+    v = make((2, 2, 333, dim + 3), strided=True)
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.rand(rows, 333) > 0.2
+        mask[0] = False                                   # a row with nothing to attend
+    elif mask_kind == "float":
+        mask = torch.randn(2, 1, rows, 333)
+    causal = mask_kind == "causal"
+    out = attnkit.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+    assert_close(out, sdpa_reference(q, k, v, mask, causal, None, True), torch.float32, f"rows {rows} D{dim} {mask_kind}")
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_few_query_rows_nan_in_value_reaches_only_its_rows(rows):
+    q, k, v = torch.randn(1, 2, rows, 32), torch.randn(1, 2, 200, 32), torch.randn(1, 2, 200, 32)
+    v[0, 0, 150, 5] = float("nan")
+    mask = torch.ones(rows, 200, dtype=torch.bool)
+    mask[0, 150] = False                                  # row 0 never sees the NaN key
+    out = attnkit.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.isfinite(out[0, 0, 0]).all() and torch.isfinite(out[0, 1]).all()
+    if rows > 1:
+        assert torch.isnan(out[0, 0, 1:, 5]).all() and torch.isfinite(out[0, 0, 1:, :5]).all()
+    expected = sdpa_reference(q, k, v.nan_to_num(0.0), mask)
+    assert_close(out[0, 0, 0], expected[0, 0, 0], torch.float32, "row 0")
