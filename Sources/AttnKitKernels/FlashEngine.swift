@@ -353,9 +353,9 @@ public enum FlashEngine {
                         accumulateValuesRows(outRows: block.outT, rows: rows, valueDim: valueDim, probabilities: scratch.scoresT,
                                              values: values, keys: count, rescale: block.states.rescale)
                     } else {
-                        accumulateValuesRowsSkippingExcluded(outRows: block.outT, rows: rows, valueDim: valueDim,
-                                                             probabilities: scratch.scoresT, values: values, keys: count,
-                                                             rescale: block.states.rescale)
+                        accumulateValuesSkippingExcluded(output: block.outT, rowStep: valueDim, dimStep: 1, rows: rows,
+                                                         valueDim: valueDim, probabilities: scratch.scoresT, values: values,
+                                                         keys: count, rescale: block.states.rescale)
                     }
                 } else if valuesFinite && activeChunks == 1 {
                     accumulateValuesNarrow(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
@@ -364,7 +364,8 @@ public enum FlashEngine {
                     accumulateValues(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
                                      values: valueRows + offset &* valueDim, keys: count, rescale: block.states.rescale)
                 } else {
-                    accumulateValuesSkippingExcluded(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
+                    accumulateValuesSkippingExcluded(output: block.outT, rowStep: 1, dimStep: rowsPerTask, rows: rowsPerTask,
+                                                     valueDim: valueDim, probabilities: scratch.scoresT,
                                                      values: valueRows + offset &* valueDim, keys: count,
                                                      rescale: block.states.rescale)
                 }
@@ -841,18 +842,20 @@ public enum FlashEngine {
     /// gave it a nonzero probability: a NaN or Inf in V must not turn 0·NaN into
     /// NaN in rows that never attend its key (spec section 4). Taken only for
     /// tiles whose V holds a non-finite value.
-    static func accumulateValuesSkippingExcluded(outT: UnsafeMutablePointer<Float>, valueDim: Int,
-                                                 probabilities: UnsafeMutablePointer<Float>, values: UnsafePointer<Float>,
-                                                 keys: Int, rescale: UnsafeMutablePointer<Float>) {
+    /// O is read and written at output[row·rowStep + e·dimStep] (Oᵀ or row-wise).
+    static func accumulateValuesSkippingExcluded(output: UnsafeMutablePointer<Float>, rowStep: Int, dimStep: Int,
+                                                 rows: Int, valueDim: Int, probabilities: UnsafeMutablePointer<Float>,
+                                                 values: UnsafePointer<Float>, keys: Int,
+                                                 rescale: UnsafeMutablePointer<Float>) {
         for e in 0..<valueDim {
-            let o = outT + e &* rowsPerTask
-            for row in 0..<rowsPerTask {
-                var sum = o[row] * rescale[row]
+            for row in 0..<rows {
+                let o = output + (row &* rowStep &+ e &* dimStep)
+                var sum = o.pointee * rescale[row]
                 for key in 0..<keys {
                     let p = probabilities[key &* rowsPerTask &+ row]
                     if p != 0 { sum += p * values[key &* valueDim &+ e] }
                 }
-                o[row] = sum
+                o.pointee = sum
             }
         }
     }

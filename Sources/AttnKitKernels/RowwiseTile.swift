@@ -127,22 +127,4 @@ extension FlashEngine {
         }
         #endif
     }
-
-    /// accumulateValuesRows where V holds NaN or ±Inf: a V row reaches only the
-    /// rows that gave its key a nonzero probability (as accumulateValuesSkippingExcluded).
-    static func accumulateValuesRowsSkippingExcluded(outRows: UnsafeMutablePointer<Float>, rows: Int, valueDim: Int,
-                                                     probabilities: UnsafePointer<Float>, values: UnsafePointer<Float>,
-                                                     keys: Int, rescale: UnsafePointer<Float>) {
-        for row in 0..<rows {
-            let o = outRows + row &* valueDim
-            for e in 0..<valueDim {
-                var sum = o[e] * rescale[row]
-                for key in 0..<keys {
-                    let p = probabilities[key &* rowsPerTask &+ row]
-                    if p != 0 { sum += p * values[key &* valueDim &+ e] }
-                }
-                o[e] = sum
-            }
-        }
-    }
 }
