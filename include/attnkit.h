@@ -227,7 +227,10 @@ attn_status attn_flash_forward(const attn_flash_params *params,
  * group), QK^T computed in int8 with int32 sums (vpdpbusd on AVX-512 VNNI) and
  * dequantized by the product of the scales; softmax and P.V stay fp32.
  * smooth_k subtracts K's mean over tokens first (the softmax is unchanged).
- * Dtypes: f32, f16 or bf16. */
+ * Dtypes: f32, f16 or bf16. With ATTNKIT_INT8_PV=fp16 in the environment (read
+ * once), the int8 paths run P.V from fp16 P and V with fp16 sums per 64 keys,
+ * added up in fp32, on CPUs with AVX512_FP16 (faster, ~1e-3 relative error;
+ * tiles with |V| > 256 stay fp32). */
 enum {
     ATTN_QK_QUANT_PER_BLOCK = 0,  /* Q: per 64 query rows; K: per 64 keys */
     ATTN_QK_QUANT_PER_TOKEN = 1,
