@@ -120,10 +120,9 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
     }
 
     /// Head `head` of `tensor` in batch `batch`: a [seq, D] matrix.
-    func headMatrix(_ tensor: StridedTensor<E>, batch: Int, head: Int) -> MatrixView<E> {
+    func headMatrix(_ tensor: StridedTensor<E>, batch: Int, head: Int) -> Strided2D<E> {
         let offset = batch &* tensor.strides[0] &+ head &* problem.headDim &* tensor.strides[2]
-        return MatrixView(base: tensor.base! + offset, rows: tensor.shape[1], cols: problem.headDim,
-                          rowStride: tensor.strides[1], colStride: tensor.strides[2])
+        return Strided2D(base: tensor.base! + offset, rowStride: tensor.strides[1], colStride: tensor.strides[2])
     }
 
     func run(threads: Int) throws {
@@ -166,17 +165,18 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
         let allowedPrefix: UnsafeMutablePointer<Int>
     }
 
-    /// A matrix BLAS can read in place (already of the compute type, unit column
-    /// stride, leading dimension in 32 bits and at least `cols`), or a packed,
-    /// converted contiguous copy in `scratch`.
-    func blasOperand(_ matrix: MatrixView<E>, rows: Int, scratch: UnsafeMutablePointer<T>) -> (UnsafePointer<T>, Int) {
-        if E.self == T.self && matrix.colStride == 1 && matrix.rowStride >= matrix.cols && matrix.rowStride <= Int(Int32.max) {
+    /// A [rows, cols] matrix BLAS can read in place (already of the compute type,
+    /// unit column stride, leading dimension in 32 bits and at least `cols`), or
+    /// a packed, converted contiguous copy in `scratch`.
+    func blasOperand(_ matrix: Strided2D<E>, rows: Int, cols: Int,
+                     scratch: UnsafeMutablePointer<T>) -> (UnsafePointer<T>, Int) {
+        if E.self == T.self && matrix.colStride == 1 && matrix.rowStride >= cols && matrix.rowStride <= Int(Int32.max) {
             return (UnsafeRawPointer(matrix.base).assumingMemoryBound(to: T.self), matrix.rowStride)
         }
         for row in 0..<rows {
-            for col in 0..<matrix.cols { scratch[row &* matrix.cols &+ col] = toCompute(matrix[row, col]) }
+            for col in 0..<cols { scratch[row &* cols &+ col] = toCompute(matrix.pointer(row, col).pointee) }
         }
-        return (UnsafePointer(scratch), matrix.cols)
+        return (UnsafePointer(scratch), cols)
     }
 
     @inline(__always) func toCompute(_ value: E) -> T {
@@ -207,8 +207,10 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
         }
 
         let queries = headMatrix(q, batch: batch, head: head)
-        let (keys, ldk) = blasOperand(headMatrix(k, batch: batch, head: head), rows: p.seqK, scratch: scratch.keys)
-        let (values, ldv) = blasOperand(headMatrix(v, batch: batch, head: head), rows: p.seqK, scratch: scratch.values)
+        let (keys, ldk) = blasOperand(headMatrix(k, batch: batch, head: head), rows: p.seqK, cols: dim,
+                                      scratch: scratch.keys)
+        let (values, ldv) = blasOperand(headMatrix(v, batch: batch, head: head), rows: p.seqK, cols: dim,
+                                        scratch: scratch.values)
         let outOffset = batch &* out.strides[0] &+ head &* dim &* out.strides[2]
         let outBase = out.base! + outOffset
         let outInPlace = E.self == T.self && out.strides[2] == 1 && out.strides[1] >= dim && out.strides[1] <= Int(Int32.max)
@@ -218,9 +220,9 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
             let rows = Swift.min(EagerKernel.queryBlock, p.seqQ - rowStart)
             // Causal rows in this block never look past key rowStart+rows-1.
             let keyEnd = p.causal ? Swift.min(p.seqK, rowStart + rows) : p.seqK
-            let block = MatrixView(base: queries.base + rowStart &* queries.rowStride, rows: rows, cols: dim,
-                                   rowStride: queries.rowStride, colStride: queries.colStride)
-            let (queryTile, ldq) = blasOperand(block, rows: rows, scratch: scratch.queryTile)
+            let block = Strided2D(base: queries.pointer(rowStart, 0), rowStride: queries.rowStride,
+                                  colStride: queries.colStride)
+            let (queryTile, ldq) = blasOperand(block, rows: rows, cols: dim, scratch: scratch.queryTile)
             if keyEnd > 0 {
                 // scores[rows × keyEnd] = scale · Q·Kᵀ
                 T.gemm(m: rows, n: keyEnd, k: dim, alpha: scale, a: queryTile, lda: ldq,
@@ -279,24 +281,3 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
         for j in 0..<problem.seqK { base[j &* s[3]] = toStorage(j < validCount ? row[j] : 0) }
     }
 }
-
-/// A 2-D strided window into memory: the unit kernels work on.
-struct MatrixView<Element> {
-    var base: UnsafePointer<Element>
-    var rows: Int
-    var cols: Int
-    var rowStride: Int
-    var colStride: Int
-
-    @inline(__always)
-    subscript(row: Int, col: Int) -> Element { base[row &* rowStride &+ col &* colStride] }
-}
-
-struct MutableMatrixView<Element> {
-    var base: UnsafeMutablePointer<Element>
-    var rows: Int
-    var cols: Int
-    var rowStride: Int
-    var colStride: Int
-}
-

@@ -18,11 +18,7 @@ public enum PerTensorQuantization {
         guard (2...8).contains(bits) else {
             throw AttnError.invalidArgument(argument: "num_bits", rule: "must be in 2...8, got \(bits)")
         }
-        try validateLayout("x", shape: x.shape, strides: x.strides, hasData: x.base != nil)
-        try requireRank("q", q.shape, x.rank, "(the shape of x)")
-        for axis in 0..<x.rank { try requireExtent("q", q.shape, axis: axis, equals: x.shape[axis], "x.shape[\(axis)]") }
-        try validateLayout("q", shape: q.shape, strides: q.strides, hasData: q.base != nil)
-        try validateWritable("q", shape: q.shape, strides: q.strides)
+        try validatePair("x", x, into: "q", q)
         var low = Double.infinity, high = -Double.infinity
         var finite = true
         forEachOffset(x.shape, x.strides, q.strides) { source, _ in
@@ -47,14 +43,22 @@ public enum PerTensorQuantization {
         guard parameters.scale.isFinite, parameters.zeroPoint.isFinite else {
             throw AttnError.invalidArgument(argument: "scale", rule: "and zero_point must be finite")
         }
-        try validateLayout("q", shape: q.shape, strides: q.strides, hasData: q.base != nil)
-        try requireRank("out", out.shape, q.rank, "(the shape of q)")
-        for axis in 0..<q.rank { try requireExtent("out", out.shape, axis: axis, equals: q.shape[axis], "q.shape[\(axis)]") }
-        try validateLayout("out", shape: out.shape, strides: out.strides, hasData: out.base != nil)
-        try validateWritable("out", shape: out.shape, strides: out.strides)
+        try validatePair("q", q, into: "out", out)
         forEachOffset(q.shape, q.strides, out.strides) { source, target in
             out.base![target] = E.fromDouble(parameters.scale * (Double(q.base![source]) - parameters.zeroPoint))
         }
+    }
+
+    /// `input` must be a valid view, and `output` a writable one of its shape.
+    static func validatePair<A, B>(_ inputName: String, _ input: StridedTensor<A>, into outputName: String,
+                                   _ output: MutableStridedTensor<B>) throws {
+        try validateLayout(inputName, shape: input.shape, strides: input.strides, hasData: input.base != nil)
+        try requireRank(outputName, output.shape, input.rank, "(the shape of \(inputName))")
+        for axis in 0..<input.rank {
+            try requireExtent(outputName, output.shape, axis: axis, equals: input.shape[axis], "\(inputName).shape[\(axis)]")
+        }
+        try validateLayout(outputName, shape: output.shape, strides: output.strides, hasData: output.base != nil)
+        try validateWritable(outputName, shape: output.shape, strides: output.strides)
     }
 
     /// Calls `body(offsetA, offsetB)` for every index of `shape`, in row-major order.

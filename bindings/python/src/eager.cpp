@@ -9,21 +9,13 @@ void init_eager(py::module_ &m) {
            int64_t num_heads, int64_t head_dim, bool causal) {
             const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
             const attn_tensor to = describe(out, "out");
-            const bool has_mask = !mask.is_none(), has_weights = !weights.is_none();
-            const attn_tensor tm = has_mask ? describe(mask, "mask") : attn_tensor{};
-            const attn_tensor tw = has_weights ? describe(weights, "weights") : attn_tensor{};
+            const OptionalTensor tm = describe_optional(mask, "mask"), tw = describe_optional(weights, "weights");
             attn_eager_params params{};
             params.struct_size = sizeof params;
             params.mask_mode = causal ? ATTN_MASK_CAUSAL_TOP_LEFT : ATTN_MASK_NONE;
             params.num_heads = num_heads;
             params.head_dim = head_dim;
-            attn_status status;
-            {
-                py::gil_scoped_release release;
-                status = attn_eager_forward(&params, &tq, &tk, &tv, has_mask ? &tm : nullptr, &to,
-                                            has_weights ? &tw : nullptr);
-            }
-            raise_if_error(status);
+            call_without_gil([&] { return attn_eager_forward(&params, &tq, &tk, &tv, tm.get(), &to, tw.get()); });
         },
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"), py::arg("out"), py::arg("weights"),
         py::arg("num_heads"), py::arg("head_dim"), py::arg("causal"),

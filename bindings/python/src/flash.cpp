@@ -41,18 +41,13 @@ void init_flash(py::module_ &m) {
             const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
             const attn_tensor tcq = describe(cu_seqlens_q, "cu_seqlens_q"), tck = describe(cu_seqlens_k, "cu_seqlens_k");
             const attn_tensor to = describe(out, "out");
-            const bool has_slopes = !alibi_slopes.is_none(), has_lse = !lse.is_none();
-            const attn_tensor ts = has_slopes ? describe(alibi_slopes, "alibi_slopes") : attn_tensor{};
-            const attn_tensor tl = has_lse ? describe(lse, "softmax_lse") : attn_tensor{};
+            const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
+            const OptionalTensor tl = describe_optional(lse, "softmax_lse");
             const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
                                                          dropout_p, seed, max_seqlen_q, max_seqlen_k, qk_quant, smooth_k);
-            attn_status status;
-            {
-                py::gil_scoped_release release;
-                status = attn_flash_varlen_forward(&params, &tq, &tk, &tv, &tcq, &tck, has_slopes ? &ts : nullptr,
-                                                   &to, has_lse ? &tl : nullptr);
-            }
-            raise_if_error(status);
+            call_without_gil([&] {
+                return attn_flash_varlen_forward(&params, &tq, &tk, &tv, &tcq, &tck, ts.get(), &to, tl.get());
+            });
         },
         "flash-attn varlen forward into preallocated out (and lse); see attn_flash_varlen_forward.");
     m.def(
@@ -62,18 +57,13 @@ void init_flash(py::module_ &m) {
            double softcap, double dropout_p, uint64_t seed) {
             const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
             const attn_tensor to = describe(out, "out");
-            const bool has_slopes = !alibi_slopes.is_none(), has_lse = !lse.is_none();
-            const attn_tensor ts = has_slopes ? describe(alibi_slopes, "alibi_slopes") : attn_tensor{};
-            const attn_tensor tl = has_lse ? describe(lse, "softmax_lse") : attn_tensor{};
+            const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
+            const OptionalTensor tl = describe_optional(lse, "softmax_lse");
             const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
                                                          dropout_p, seed, 0, 0);
-            attn_status status;
-            {
-                py::gil_scoped_release release;
-                status = attn_flash_forward(&params, &tq, &tk, &tv, has_slopes ? &ts : nullptr, &to,
-                                            has_lse ? &tl : nullptr);
-            }
-            raise_if_error(status);
+            call_without_gil([&] {
+                return attn_flash_forward(&params, &tq, &tk, &tv, ts.get(), &to, tl.get());
+            });
         },
         "flash-attn fixed-length forward into preallocated out (and lse); see attn_flash_forward.");
     m.def(
@@ -86,18 +76,13 @@ void init_flash(py::module_ &m) {
             const attn_tensor tk = describe(k_int8, "k_int8"), tks = describe(k_scale, "k_scale"), tv = describe(v, "v");
             const attn_tensor tcq = describe(cu_seqlens_q, "cu_seqlens_q"), tck = describe(cu_seqlens_k, "cu_seqlens_k");
             const attn_tensor to = describe(out, "out");
-            const bool has_slopes = !alibi_slopes.is_none(), has_lse = !lse.is_none();
-            const attn_tensor ts = has_slopes ? describe(alibi_slopes, "alibi_slopes") : attn_tensor{};
-            const attn_tensor tl = has_lse ? describe(lse, "softmax_lse") : attn_tensor{};
+            const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
+            const OptionalTensor tl = describe_optional(lse, "softmax_lse");
             const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
                                                          0.0, 0, max_seqlen_q, max_seqlen_k);
-            attn_status status;
-            {
-                py::gil_scoped_release release;
-                status = attn_flash_varlen_int8_forward(&params, &tq, &tqs, &tk, &tks, &tv, &tcq, &tck,
-                                                        has_slopes ? &ts : nullptr, &to, has_lse ? &tl : nullptr);
-            }
-            raise_if_error(status);
+            call_without_gil([&] {
+                return attn_flash_varlen_int8_forward(&params, &tq, &tqs, &tk, &tks, &tv, &tcq, &tck, ts.get(), &to, tl.get());
+            });
         },
         "Varlen flash forward on caller-quantized int8 Q and K; see attn_flash_varlen_int8_forward.");
 }

@@ -12,12 +12,7 @@ void init_quantize(py::module_ &m) {
         [](py::handle x, int num_bits, py::handle q) {
             const attn_tensor tx = describe(x, "x"), tq = describe(q, "q");
             double scale = 0, zero_point = 0;
-            attn_status status;
-            {
-                py::gil_scoped_release release;
-                status = attn_quantize_per_tensor(&tx, num_bits, &tq, &scale, &zero_point);
-            }
-            raise_if_error(status);
+            call_without_gil([&] { return attn_quantize_per_tensor(&tx, num_bits, &tq, &scale, &zero_point); });
             return std::make_pair(scale, zero_point);
         },
         "Quantizes x into the preallocated uint8 q; returns (scale, zero_point).");
@@ -25,12 +20,7 @@ void init_quantize(py::module_ &m) {
         "dequantize_per_tensor_into",
         [](py::handle q, double scale, double zero_point, py::handle out) {
             const attn_tensor tq = describe(q, "q"), to = describe(out, "out");
-            attn_status status;
-            {
-                py::gil_scoped_release release;
-                status = attn_dequantize_per_tensor(&tq, scale, zero_point, &to);
-            }
-            raise_if_error(status);
+            call_without_gil([&] { return attn_dequantize_per_tensor(&tq, scale, zero_point, &to); });
         },
         "scale * (q - zero_point) into the preallocated out.");
 }

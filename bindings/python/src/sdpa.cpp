@@ -13,8 +13,7 @@ void init_sdpa(py::module_ &m) {
            bool enable_gqa, std::optional<double> scale, double dropout_p, uint64_t seed) {
             const attn_tensor tq = describe(query, "query"), tk = describe(key, "key"), tv = describe(value, "value");
             const attn_tensor to = describe(out, "out");
-            const bool has_mask = !attn_mask.is_none();
-            const attn_tensor tm = has_mask ? describe(attn_mask, "attn_mask") : attn_tensor{};
+            const OptionalTensor tm = describe_optional(attn_mask, "attn_mask");
             attn_sdpa_params params{};
             params.struct_size = sizeof params;
             params.is_causal = is_causal ? 1 : 0;
@@ -23,12 +22,7 @@ void init_sdpa(py::module_ &m) {
             params.scale = scale.value_or(0.0);
             params.dropout_p = dropout_p;
             params.seed = seed;
-            attn_status status;
-            {
-                py::gil_scoped_release release;
-                status = attn_sdpa_forward(&params, &tq, &tk, &tv, has_mask ? &tm : nullptr, &to);
-            }
-            raise_if_error(status);
+            call_without_gil([&] { return attn_sdpa_forward(&params, &tq, &tk, &tv, tm.get(), &to); });
         },
         py::arg("query"), py::arg("key"), py::arg("value"), py::arg("attn_mask"), py::arg("out"),
         py::arg("is_causal"), py::arg("enable_gqa"), py::arg("scale"), py::arg("dropout_p"), py::arg("seed"),
@@ -46,8 +40,7 @@ void init_int8_sdpa(py::module_ &m) {
            bool enable_gqa, std::optional<double> scale, int qk_quant, bool smooth_k) {
             const attn_tensor tq = describe(query, "query"), tk = describe(key, "key"), tv = describe(value, "value");
             const attn_tensor to = describe(out, "out");
-            const bool has_mask = !attn_mask.is_none();
-            const attn_tensor tm = has_mask ? describe(attn_mask, "attn_mask") : attn_tensor{};
+            const OptionalTensor tm = describe_optional(attn_mask, "attn_mask");
             attn_int8_sdpa_params params{};
             params.struct_size = sizeof params;
             params.is_causal = is_causal ? 1 : 0;
@@ -56,12 +49,7 @@ void init_int8_sdpa(py::module_ &m) {
             params.scale = scale.value_or(0.0);
             params.qk_quant = qk_quant;
             params.smooth_k = smooth_k ? 1 : 0;
-            attn_status status;
-            {
-                py::gil_scoped_release release;
-                status = attn_int8_sdpa_forward(&params, &tq, &tk, &tv, has_mask ? &tm : nullptr, &to);
-            }
-            raise_if_error(status);
+            call_without_gil([&] { return attn_int8_sdpa_forward(&params, &tq, &tk, &tv, tm.get(), &to); });
         },
         "int8-QK SDPA into preallocated out; see attn_int8_sdpa_forward.");
 }

@@ -100,6 +100,15 @@ attn_tensor describe(py::handle object, const char *name) {
                          py::str(py::type::handle_of(object).attr("__name__")).cast<std::string>());
 }
 
+OptionalTensor describe_optional(py::handle object, const char *name) {
+    OptionalTensor result;
+    if (!object.is_none()) {
+        result.tensor = describe(object, name);
+        result.present = true;
+    }
+    return result;
+}
+
 void raise_if_error(attn_status status) {
     if (status == ATTN_OK) return;
     const std::string message = attn_last_error();

@@ -18,6 +18,25 @@ attn_tensor describe(py::handle object, const char *name);
 // Raises the Python exception that matches `status`, with attn_last_error().
 void raise_if_error(attn_status status);
 
+// An optional argument: the descriptor of `object`, or nothing when it is None.
+struct OptionalTensor {
+    attn_tensor tensor{};
+    bool present = false;
+    const attn_tensor *get() const { return present ? &tensor : nullptr; }
+};
+OptionalTensor describe_optional(py::handle object, const char *name);
+
+// Runs `call` (one attnkit entry point) with the GIL released, then raises its error.
+template <typename Call>
+void call_without_gil(Call &&call) {
+    attn_status status;
+    {
+        py::gil_scoped_release release;
+        status = call();
+    }
+    raise_if_error(status);
+}
+
 void init_core(py::module_ &m);
 void init_eager(py::module_ &m);
 void init_sdpa(py::module_ &m);
