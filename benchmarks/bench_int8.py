@@ -1,8 +1,8 @@
 """int8 QKᵀ attention against torch fp32 SDPA and attnkit fp32, side by side in one run,
 with the accuracy metrics of spec section 5 (cosine, relative L1 against torch fp32).
 
-P·V is fp32 by default; ATTNKIT_INT8_PV=fp16 in the environment times the opt-in
-fp16 P·V (AVX512_FP16 CPUs only; the header line says which one ran)."""
+P·V is fp16 on AVX512_FP16 CPUs (fp32 across tiles) and fp32 elsewhere;
+ATTNKIT_INT8_PV=fp32 in the environment keeps it fp32. The header line says which ran."""
 import os
 import sys
 
@@ -48,7 +48,7 @@ def int8_rows(shapes, repeats, mode="per_block"):
 
 def main():
     args = setup(__doc__, repeats=7)
-    pv = "fp16 (ATTNKIT_INT8_PV=fp16)" if os.environ.get("ATTNKIT_INT8_PV", "").lower() == "fp16" else "fp32"
+    pv = attnkit.int8_pv_dtype()
     print(f"attnkit {attnkit.__version__} ({attnkit.isa()} kernels, int8 P·V in {pv}), torch {torch.__version__}, "
           f"{args.threads} threads; "
           f"medians of up to {args.repeats} interleaved runs; accuracy against torch fp32\n")

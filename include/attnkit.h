@@ -101,6 +101,10 @@ enum {
 };
 attn_status attn_get_isa(int32_t *isa);
 
+/* The dtype (ATTN_DTYPE_F16 or ATTN_DTYPE_F32) in which the int8 paths compute
+ * P.V in this process: see attn_int8_sdpa_forward. */
+attn_status attn_get_int8_pv_dtype(int32_t *dtype);
+
 /* ---- Eager attention ----
  * out = softmax(q·kᵀ / sqrt(head_dim), masked) · v, head by head, with the full
  * score matrix materialized per (batch, head), as the textbook does.
@@ -225,12 +229,14 @@ attn_status attn_flash_forward(const attn_flash_params *params,
  * attn_sdpa_forward's shapes, masks, causal and GQA rules (no dropout), with
  * Q and K quantized on the fly to symmetric int8 (scale = absmax/127 per
  * group), QK^T computed in int8 with int32 sums (vpdpbusd on AVX-512 VNNI) and
- * dequantized by the product of the scales; softmax and P.V stay fp32.
- * smooth_k subtracts K's mean over tokens first (the softmax is unchanged).
- * Dtypes: f32, f16 or bf16. With ATTNKIT_INT8_PV=fp16 in the environment (read
- * once), the int8 paths run P.V from fp16 P and V with fp16 sums per 64 keys,
- * added up in fp32, on CPUs with AVX512_FP16 (faster, ~1e-3 relative error;
- * tiles with |V| > 256 stay fp32). */
+ * dequantized by the product of the scales; softmax, its statistics and the
+ * output accumulator are fp32. smooth_k subtracts K's mean over tokens first
+ * (the softmax is unchanged). Dtypes: f32, f16 or bf16.
+ * P.V: on CPUs with AVX512_FP16 (and the AVX-512 kernels), the int8 paths take
+ * P and V in fp16, sum 32 products per lane in fp16 and add each 64-key tile
+ * into the fp32 accumulator (twice the fp32 rate, ~1e-3 relative error; tiles
+ * with |V| > 256 or a NaN/Inf stay fp32). ATTNKIT_INT8_PV=fp32 in the
+ * environment (read once) keeps P.V in fp32, as on other CPUs. */
 enum {
     ATTN_QK_QUANT_PER_BLOCK = 0,  /* Q: per 64 query rows; K: per 64 keys */
     ATTN_QK_QUANT_PER_TOKEN = 1,

@@ -28,3 +28,5 @@ for isa in default avx512_bf16 generic; do
   echo "--- ATTNKIT_ISA=$isa"
   ATTNKIT_ISA=$isa "$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/Tests/python" "$@"
 done
+echo "--- int8 paths with P·V kept in fp32 (ATTNKIT_INT8_PV=fp32; the default is fp16 on AVX512_FP16 CPUs)"
+ATTNKIT_INT8_PV=fp32 "$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/Tests/python/test_int8.py" "$@"

@@ -105,6 +105,14 @@ public func attn_get_isa(_ isa: UnsafeMutablePointer<Int32>?) -> attn_status {
     }
 }
 
+@_cdecl("attn_get_int8_pv_dtype")
+public func attn_get_int8_pv_dtype(_ dtype: UnsafeMutablePointer<Int32>?) -> attn_status {
+    withStatus("attn_get_int8_pv_dtype") {
+        guard let dtype else { throw ABIError(status: ATTN_ERR_NULL_POINTER, message: "dtype must not be NULL") }
+        dtype.pointee = Int32(KernelDispatch.int8HalfPrecisionValues ? ATTN_DTYPE_F16 : ATTN_DTYPE_F32)
+    }
+}
+
 // MARK: - Threads
 
 @_cdecl("attn_set_num_threads")

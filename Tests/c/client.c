@@ -160,6 +160,10 @@ int main(void) {
           "bad cu_seqlens: %s", attn_last_error());
 
     int32_t isa = -1;
+    int32_t pv_dtype = 0;
+    CHECK(attn_get_int8_pv_dtype(&pv_dtype) == ATTN_OK && (pv_dtype == ATTN_DTYPE_F16 || pv_dtype == ATTN_DTYPE_F32),
+          "int8 P.V dtype %d", pv_dtype);
+    CHECK(attn_get_int8_pv_dtype(NULL) == ATTN_ERR_NULL_POINTER, "NULL dtype");
     CHECK(attn_get_isa(&isa) == ATTN_OK && (isa == ATTN_ISA_GENERIC || isa == ATTN_ISA_AVX512 || isa == ATTN_ISA_AVX512_BF16), "isa %d", isa);
 
     int32_t threads = 0;

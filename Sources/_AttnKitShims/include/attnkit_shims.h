@@ -68,52 +68,112 @@ static inline void attn_shim_f32_to_f16(const float *src, uint16_t *dst, long co
     }
 }
 
+// Pair layout for the fp16 P·V below: the keys of a tile go in pairs, and a
+// pair's two fp16 values share one 32-bit word (first key in the low half),
+// so a pair of V values is one vbroadcastss, a pure load.
+
+// dst[pair][e] = (fp16(src[2·pair][e]), fp16(src[2·pair + 1][e])) for e < width,
+// from fp32 rows src[row][width]; rows ≥ count read as zero. dst holds
+// ceil(count / 2)·width words.
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
+static inline void attn_shim_pair_rows_f16(const float *src, long count, long width, uint32_t *dst) {
+    for (long pair = 0; 2 * pair < count; pair++) {
+        const float *first = src + 2 * pair * width;
+        const int has_second = 2 * pair + 1 < count;
+        for (long e = 0; e < width; e += 16) {
+            const __mmask16 lanes = width - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (width - e)) - 1);
+            const __mmask16 second = has_second ? lanes : 0;
+            const __m512i a = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(lanes, first + e),
+                                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            const __m512i b = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(second, first + width + e),
+                                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            _mm512_mask_storeu_epi32(dst + pair * width + e, lanes, _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+        }
+    }
+}
+
+// The probabilities of one block, from probs ([keys][64] fp32) to pairs
+// ([pairs][64] words): lead (0 or 1) zero columns go first, so the block's
+// first key can take the second half of a pair; columns past lead + keys are
+// zero up to the end of the last pair. Returns the number of pairs.
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
+static inline long attn_shim_pair_probs_f16(const float *probs, long keys, long lead, uint32_t *dst) {
+    const long pairs = (lead + keys + 1) / 2;
+    for (long pair = 0; pair < pairs; pair++) {
+        const long first = 2 * pair - lead, second = first + 1;
+        for (long row = 0; row < 64; row += 16) {
+            const __m512 a = first >= 0 && first < keys ? _mm512_loadu_ps(probs + first * 64 + row) : _mm512_setzero_ps();
+            const __m512 b = second < keys ? _mm512_loadu_ps(probs + second * 64 + row) : _mm512_setzero_ps();
+            const __m512i low = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            const __m512i high = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            _mm512_storeu_si512(dst + pair * 64 + row, _mm512_or_si512(low, _mm512_slli_epi32(high, 16)));
+        }
+    }
+    return pairs;
+}
+
 // outT[e][row] = rescale[row]·outT[e][row] + Σ_key values[key][e]·probs[key][row]
-// for 64 rows, e < value_dim and key < keys (at most 64), where probs ([keys][64])
-// and values ([keys][value_stride]) are fp16 and the sum over the tile's keys
-// is accumulated in fp16 (vfmadd231ph, 32 rows per register), then widened and
-// added to the fp32 outT: two-level accumulation, fp32 across tiles. The caller
-// keeps |values| small enough that 64 of them cannot overflow fp16.
+// for 64 rows and e < value_dim, where probs ([pairs][64]) and values
+// ([pairs][value_dim]) are fp16 pairs as above. Each lane of a vfmadd231ph
+// register holds one row and one key of a pair; the sum over the tile's keys
+// (at most 64) is accumulated in fp16, the two halves of each pair are added
+// (still fp16), widened, and added to the fp32 outT: two-level accumulation,
+// fp32 across tiles. The caller keeps |values| small enough that 64 of them
+// cannot overflow fp16.
 __attribute__((target("avx512fp16,avx512bw,avx512vl,avx512dq,avx512f,f16c,fma")))
-static inline void attn_shim_pv_f16(float *outT, long value_dim, const uint16_t *probs, const uint16_t *values,
-                                    long value_stride, long keys, const float *rescale) {
-    const _Float16 *v = (const _Float16 *)values;
+static inline void attn_shim_pv_f16(float *outT, long value_dim, const uint32_t *probs, const uint32_t *values,
+                                    long pairs, const float *rescale) {
     const __m512 r0 = _mm512_loadu_ps(rescale), r1 = _mm512_loadu_ps(rescale + 16);
     const __m512 r2 = _mm512_loadu_ps(rescale + 32), r3 = _mm512_loadu_ps(rescale + 48);
+    // Word lanes 2i (first keys) and 2i + 1 (second keys) of two registers, as
+    // rows 0..15 of the first register and rows 16..31 of the second.
+    const __m512i firsts = _mm512_set_epi16(62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32,
+                                            30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i seconds = _mm512_add_epi16(firsts, _mm512_set1_epi16(1));
+    // Four value dims × 64 rows in 16 named registers (an array here would live
+    // in memory); each register holds 16 rows × 2 keys.
+#define ATTN_PV_STEP(i, a, b, c, d) { const __m512h w = _mm512_castps_ph(_mm512_set1_ps(pair_values[i])); \
+        a = _mm512_fmadd_ph(p0, w, a); b = _mm512_fmadd_ph(p1, w, b); \
+        c = _mm512_fmadd_ph(p2, w, c); d = _mm512_fmadd_ph(p3, w, d); }
+#define ATTN_PV_FOLD(x, y) _mm512_add_ph( \
+        _mm512_castsi512_ph(_mm512_permutex2var_epi16(_mm512_castph_si512(x), firsts, _mm512_castph_si512(y))), \
+        _mm512_castsi512_ph(_mm512_permutex2var_epi16(_mm512_castph_si512(x), seconds, _mm512_castph_si512(y))))
+#define ATTN_PV_ADD(o, r, h) _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_loadu_ps(o), r, _mm512_cvtxph_ps(h)))
+#define ATTN_PV_STORE(i, a, b, c, d) { float *o = outT + (e + i) * 64; \
+        const __m512i low = _mm512_castph_si512(ATTN_PV_FOLD(a, b)), high = _mm512_castph_si512(ATTN_PV_FOLD(c, d)); \
+        ATTN_PV_ADD(o, r0, _mm256_castsi256_ph(_mm512_castsi512_si256(low))); \
+        ATTN_PV_ADD(o + 16, r1, _mm256_castsi256_ph(_mm512_extracti64x4_epi64(low, 1))); \
+        ATTN_PV_ADD(o + 32, r2, _mm256_castsi256_ph(_mm512_castsi512_si256(high))); \
+        ATTN_PV_ADD(o + 48, r3, _mm256_castsi256_ph(_mm512_extracti64x4_epi64(high, 1))); }
     long e = 0;
-    // Eight value dims × 64 rows in 16 named registers (an array here would
-    // live in memory).
-#define ATTN_PV_STEP(i, lo, hi) { const __m512h b = _mm512_set1_ph(row[i]); \
-        lo = _mm512_fmadd_ph(p0, b, lo); hi = _mm512_fmadd_ph(p1, b, hi); }
-#define ATTN_PV_STORE(i, lo, hi) { float *o = outT + (e + i) * 64; \
-        _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_loadu_ps(o), r0, _mm512_cvtxph_ps(_mm512_castph512_ph256(lo)))); \
-        _mm512_storeu_ps(o + 16, _mm512_fmadd_ps(_mm512_loadu_ps(o + 16), r1, _mm512_cvtxph_ps( \
-            _mm256_castsi256_ph(_mm512_extracti64x4_epi64(_mm512_castph_si512(lo), 1))))); \
-        _mm512_storeu_ps(o + 32, _mm512_fmadd_ps(_mm512_loadu_ps(o + 32), r2, _mm512_cvtxph_ps(_mm512_castph512_ph256(hi)))); \
-        _mm512_storeu_ps(o + 48, _mm512_fmadd_ps(_mm512_loadu_ps(o + 48), r3, _mm512_cvtxph_ps( \
-            _mm256_castsi256_ph(_mm512_extracti64x4_epi64(_mm512_castph_si512(hi), 1))))); }
-    for (; e + 8 <= value_dim; e += 8) {
-        __m512h a0 = _mm512_setzero_ph(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
-        __m512h a4 = a0, b4 = a0, a5 = a0, b5 = a0, a6 = a0, b6 = a0, a7 = a0, b7 = a0;
-        for (long key = 0; key < keys; key++) {
-            const __m512h p0 = _mm512_loadu_ph(probs + key * 64), p1 = _mm512_loadu_ph(probs + key * 64 + 32);
-            const _Float16 *row = v + key * value_stride + e;
-            ATTN_PV_STEP(0, a0, b0) ATTN_PV_STEP(1, a1, b1) ATTN_PV_STEP(2, a2, b2) ATTN_PV_STEP(3, a3, b3)
-            ATTN_PV_STEP(4, a4, b4) ATTN_PV_STEP(5, a5, b5) ATTN_PV_STEP(6, a6, b6) ATTN_PV_STEP(7, a7, b7)
+    for (; e + 4 <= value_dim; e += 4) {
+        __m512h a0 = _mm512_setzero_ph(), b0 = a0, c0 = a0, d0 = a0, a1 = a0, b1 = a0, c1 = a0, d1 = a0;
+        __m512h a2 = a0, b2 = a0, c2 = a0, d2 = a0, a3 = a0, b3 = a0, c3 = a0, d3 = a0;
+        for (long pair = 0; pair < pairs; pair++) {
+            const uint32_t *p = probs + pair * 64;
+            const __m512h p0 = _mm512_loadu_ph(p), p1 = _mm512_loadu_ph(p + 16);
+            const __m512h p2 = _mm512_loadu_ph(p + 32), p3 = _mm512_loadu_ph(p + 48);
+            const float *pair_values = (const float *)(values + pair * value_dim + e);
+            ATTN_PV_STEP(0, a0, b0, c0, d0) ATTN_PV_STEP(1, a1, b1, c1, d1)
+            ATTN_PV_STEP(2, a2, b2, c2, d2) ATTN_PV_STEP(3, a3, b3, c3, d3)
         }
-        ATTN_PV_STORE(0, a0, b0) ATTN_PV_STORE(1, a1, b1) ATTN_PV_STORE(2, a2, b2) ATTN_PV_STORE(3, a3, b3)
-        ATTN_PV_STORE(4, a4, b4) ATTN_PV_STORE(5, a5, b5) ATTN_PV_STORE(6, a6, b6) ATTN_PV_STORE(7, a7, b7)
+        ATTN_PV_STORE(0, a0, b0, c0, d0) ATTN_PV_STORE(1, a1, b1, c1, d1)
+        ATTN_PV_STORE(2, a2, b2, c2, d2) ATTN_PV_STORE(3, a3, b3, c3, d3)
     }
     for (; e < value_dim; e++) {
-        __m512h a0 = _mm512_setzero_ph(), b0 = a0;
-        for (long key = 0; key < keys; key++) {
-            const __m512h p0 = _mm512_loadu_ph(probs + key * 64), p1 = _mm512_loadu_ph(probs + key * 64 + 32);
-            const _Float16 *row = v + key * value_stride + e;
-            ATTN_PV_STEP(0, a0, b0)
+        __m512h a0 = _mm512_setzero_ph(), b0 = a0, c0 = a0, d0 = a0;
+        for (long pair = 0; pair < pairs; pair++) {
+            const uint32_t *p = probs + pair * 64;
+            const __m512h p0 = _mm512_loadu_ph(p), p1 = _mm512_loadu_ph(p + 16);
+            const __m512h p2 = _mm512_loadu_ph(p + 32), p3 = _mm512_loadu_ph(p + 48);
+            const float *pair_values = (const float *)(values + pair * value_dim + e);
+            ATTN_PV_STEP(0, a0, b0, c0, d0)
         }
-        ATTN_PV_STORE(0, a0, b0)
+        ATTN_PV_STORE(0, a0, b0, c0, d0)
     }
 #undef ATTN_PV_STEP
+#undef ATTN_PV_FOLD
+#undef ATTN_PV_ADD
 #undef ATTN_PV_STORE
 }
 

@@ -24,6 +24,12 @@ def isa():
     return _attnkit.get_isa()
 
 
+def int8_pv_dtype():
+    """The dtype of the int8 paths' P·V: "float16" on AVX512_FP16 CPUs with the AVX-512
+    kernels, unless ATTNKIT_INT8_PV=fp32 was set at load; "float32" otherwise."""
+    return _attnkit.get_int8_pv_dtype()
+
+
 def get_num_threads():
     """The number of threads attnkit's kernels use."""
     return _attnkit.get_num_threads()
@@ -48,6 +54,7 @@ __all__ = [
     "int8_flash_attn_varlen_func",
     "int8_scaled_dot_product_attention",
     "isa",
+    "int8_pv_dtype",
     "manual_seed",
     "quantize_per_tensor",
     "scaled_dot_product_attention",

@@ -15,6 +15,11 @@ void init_core(py::module_ &m) {
                : isa == ATTN_ISA_AVX512    ? std::string("avx512")
                                            : std::string("generic");
     }, "The kernel build chosen at run time: 'avx512_bf16', 'avx512' or 'generic' (ATTNKIT_ISA caps it).");
+    m.def("get_int8_pv_dtype", [] {
+        int32_t dtype = 0;
+        raise_if_error(attn_get_int8_pv_dtype(&dtype));
+        return dtype == ATTN_DTYPE_F16 ? std::string("float16") : std::string("float32");
+    }, "The dtype of the int8 paths' P·V in this process: 'float16' or 'float32'.");
     m.def("get_num_threads", [] {
         int32_t threads = 0;
         raise_if_error(attn_get_num_threads(&threads));
