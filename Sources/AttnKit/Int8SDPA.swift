@@ -103,13 +103,45 @@ struct QuantizedKeys {
         sums = try Workspace<Int32>(count: Swift.max(totalKeys, 1))
         values.pointer.update(repeating: 0, count: Swift.max(totalKeys, 1) * paddedDim)
 
-        // Pass 1, parallel over heads: each head's mean over tokens (smoothing) and
-        // the largest |K − mean| (for per-tensor scales).
+        // Parallel over heads: each head's mean over tokens (smoothing), then its
+        // scales per group, int8 values and row sums while its keys are still in
+        // cache. Per-tensor scales need every head's largest |K − mean| first, so
+        // that mode quantizes in a second pass.
         means = try Workspace<Float>(count: Swift.max(heads.count * headDim, 1))
         self.headDim = headDim
         let headMax = try Workspace<Float>(count: Swift.max(heads.count, 1))
         defer { headMax.deallocate() }
         let meanBase = means.pointer, maxBase = headMax.pointer
+        let valueBase = values.pointer, scaleBase = scales.pointer, sumBase = sums.pointer
+        func scaleFor(_ largest: Float) -> Float { largest > 0 && largest.isFinite ? largest / 127 : 1 }
+        func quantize(_ head: (source: Strided2D<E>, keys: Int, offset: Int), mean: UnsafePointer<Float>,
+                      tensorMax: Float) {
+            var blockStart = 0
+            while blockStart < head.keys {
+                let blockEnd: Int
+                switch mode {
+                case .perToken: blockEnd = blockStart + 1
+                case .perBlock: blockEnd = Swift.min(head.keys, blockStart + Self.keysPerBlock)
+                case .perTensor: blockEnd = head.keys
+                }
+                var largest = tensorMax
+                if mode != .perTensor {
+                    largest = KernelDispatch.centeredAbsMax(head.source, rows: blockStart..<blockEnd, mean: mean,
+                                                            count: headDim)
+                }
+                let scale = scaleFor(largest)
+                for j in blockStart..<blockEnd {
+                    let (sum, finite) = KernelDispatch.quantizeRow(head.source.pointer(j, 0),
+                                                                   colStride: head.source.colStride, mean: mean,
+                                                                   inverse: 1 / scale, count: headDim,
+                                                                   into: valueBase + (head.offset + j) * paddedDim)
+                    // A NaN or Inf key keeps poisoning its scores, as in the float kernels.
+                    scaleBase[head.offset + j] = finite ? scale : .nan
+                    sumBase[head.offset + j] = sum
+                }
+                blockStart = blockEnd
+            }
+        }
         heads.withUnsafeBufferPointer { list in
             parallelFor(count: list.count, threads: threads) { headNumber, _ in
                 let head = list[headNumber]
@@ -131,47 +163,20 @@ struct QuantizedKeys {
                     }
                     for d in 0..<headDim { mean[d] = Float(totals[d] / Double(head.keys)) }
                 }
-                var largest: Float = 0
                 if mode == .perTensor {
-                    largest = KernelDispatch.centeredAbsMax(head.source, rows: 0..<head.keys, mean: mean, count: headDim)
+                    maxBase[headNumber] = KernelDispatch.centeredAbsMax(head.source, rows: 0..<head.keys, mean: mean,
+                                                                        count: headDim)
+                } else {
+                    quantize(head, mean: mean, tensorMax: 0)
                 }
-                maxBase[headNumber] = largest
             }
         }
-        var tensorMax: Float = 0
-        for headNumber in heads.indices { tensorMax = Swift.max(tensorMax, maxBase[headNumber]) }
-
-        // Pass 2, parallel over heads: scales per group, int8 values, row sums.
-        func scaleFor(_ largest: Float) -> Float { largest > 0 && largest.isFinite ? largest / 127 : 1 }
-        let valueBase = values.pointer, scaleBase = scales.pointer, sumBase = sums.pointer
-        heads.withUnsafeBufferPointer { list in
-            parallelFor(count: list.count, threads: threads) { headNumber, _ in
-                let head = list[headNumber]
-                let mean = meanBase + headNumber * headDim
-                let colStride = head.source.colStride
-                var blockStart = 0
-                while blockStart < head.keys {
-                    let blockEnd: Int
-                    switch mode {
-                    case .perToken: blockEnd = blockStart + 1
-                    case .perBlock: blockEnd = Swift.min(head.keys, blockStart + Self.keysPerBlock)
-                    case .perTensor: blockEnd = head.keys
-                    }
-                    var largest = tensorMax
-                    if mode != .perTensor {
-                        largest = KernelDispatch.centeredAbsMax(head.source, rows: blockStart..<blockEnd, mean: mean,
-                                                                count: headDim)
-                    }
-                    let scale = scaleFor(largest)
-                    for j in blockStart..<blockEnd {
-                        let (sum, finite) = KernelDispatch.quantizeRow(head.source.pointer(j, 0), colStride: colStride,
-                                                                       mean: mean, inverse: 1 / scale, count: headDim,
-                                                                       into: valueBase + (head.offset + j) * paddedDim)
-                        // A NaN or Inf key keeps poisoning its scores, as in the float kernels.
-                        scaleBase[head.offset + j] = finite ? scale : .nan
-                        sumBase[head.offset + j] = sum
-                    }
-                    blockStart = blockEnd
+        if mode == .perTensor {
+            var tensorMax: Float = 0
+            for headNumber in heads.indices { tensorMax = Swift.max(tensorMax, maxBase[headNumber]) }
+            heads.withUnsafeBufferPointer { list in
+                parallelFor(count: list.count, threads: threads) { headNumber, _ in
+                    quantize(list[headNumber], mean: meanBase + headNumber * headDim, tensorMax: tensorMax)
                 }
             }
         }
