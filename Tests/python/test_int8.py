@@ -148,8 +148,9 @@ def quantize_symmetric(x):
     return torch.clamp(torch.round(x / scale[..., None]), -127, 127).to(torch.int8), scale.float()
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_prequantized_entry_is_exact_on_its_values(causal):
+@pytest.mark.parametrize("features", [dict(causal=False), dict(causal=True), dict(window_size=(37, 3)),
+                                      dict(causal=True, window_size=(20, -1))])
+def test_prequantized_entry_is_exact_on_its_values(features):
     """Given int8 values and scales, the result is attention on scale·int8 in fp32: the int8
     QKᵀ is exact, so only fp32 rounding separates the two (and fp16 rounding where P·V is
     fp16; test.sh also runs this file with ATTNKIT_INT8_PV=fp32)."""
@@ -157,20 +158,46 @@ def test_prequantized_entry_is_exact_on_its_values(causal):
     q, k, v, cu_q, cu_k, max_q, max_k = packed_batch(generator)
     q8, q_scale = quantize_symmetric(q)
     k8, k_scale = quantize_symmetric(k)
+    # Windows start blocks at odd keys: the fp16 P·V's pairs of keys then begin one key early.
     out, lse, _ = attnkit.flash_attn_varlen_int8_func(q8, q_scale, k8, k_scale, v, cu_q, cu_k, max_q, max_k,
-                                                      causal=causal, return_attn_probs=True)
+                                                      return_attn_probs=True, **features)
     dequantized_q, dequantized_k = q8.float() * q_scale[..., None], k8.float() * k_scale[..., None]
     reference, ref_lse, _ = attnkit.flash_attn_varlen_func(dequantized_q, dequantized_k, v, cu_q, cu_k, max_q, max_k,
-                                                          causal=causal, return_attn_probs=True)
+                                                          return_attn_probs=True, **features)
     tolerance = FP16_PV_ERROR if attnkit.int8_pv_dtype() == "float16" else 1e-5
     assert (out - reference).abs().max().item() <= tolerance * max(1.0, reference.abs().max().item())
     finite = torch.isfinite(ref_lse)
     assert torch.equal(finite, torch.isfinite(lse))
     assert (lse[finite] - ref_lse[finite]).abs().max().item() <= 1e-4
     # ... and it matches the on-the-fly path, which quantizes to the same values per token.
-    on_the_fly = attnkit.int8_flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, causal=causal,
-                                                     qk_quant="per_token", smooth_k=False)
+    on_the_fly = attnkit.int8_flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, qk_quant="per_token",
+                                                     smooth_k=False, **features)
     assert (out - on_the_fly).abs().max().item() <= 2e-3
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_value_reaches_only_the_rows_that_see_its_key(bad):
+    """A NaN or Inf in one V row turns exactly the output rows whose window holds that key into
+    NaN/Inf, in either P·V mode: the fp16 pairs' extra key (the one before an odd window start)
+    has p = 0, and 0·NaN must not leak into the rows that exclude it."""
+    generator = torch.Generator().manual_seed(5)
+    q, k, v, cu_q, cu_k, max_q, max_k = packed_batch(generator, lengths_q=(130,), lengths_k=(200,), offset=0.0)
+    for key in (73, 127, 128):   # one inside a tile, the key just before a tile, the first of a tile
+        poisoned = v.clone()
+        poisoned[key, 0, 5] = bad
+        for features in (dict(window_size=(37, 3)), dict(window_size=(0, 0)), dict(causal=True)):
+            out = attnkit.int8_flash_attn_varlen_func(q, k, poisoned, cu_q, cu_k, max_q, max_k, **features)
+            reference = attnkit.flash_attn_varlen_func(q, k, poisoned, cu_q, cu_k, max_q, max_k, **features)
+            assert torch.equal(torch.isfinite(out), torch.isfinite(reference)), (key, features)
+            assert 0 < (~torch.isfinite(reference)).sum() < reference.numel(), (key, features)
+            finite = torch.isfinite(reference)
+            assert accuracy(out[finite], reference[finite])[0] >= MIN_COSINE
+    # Under window (37, 3) row i sees keys i+33 ..= i+73, so no row sees key 32, which the
+    # fp16 pairs read as the partner of key 33.
+    poisoned = v.clone()
+    poisoned[32, 1, 0] = bad
+    out = attnkit.int8_flash_attn_varlen_func(q, k, poisoned, cu_q, cu_k, max_q, max_k, window_size=(37, 3))
+    assert torch.isfinite(out).all()
 
 
 def test_prequantized_entry_takes_broadcast_scales_and_bf16_values():
