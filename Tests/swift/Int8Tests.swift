@@ -3,6 +3,7 @@ import AttnKit
 import AttnKitCore
 import AttnKitKernels
 import AttnKitKernelsPortable
+import _AttnKitShims
 
 /// The int8 QKᵀ tile (vpdpbusd on AVX-512 VNNI, lane loops in the portable
 /// build) against a plain scalar twin: int32 results must be exactly equal.
@@ -139,6 +140,53 @@ final class Int8Tests: XCTestCase {
                     if expectedFinite {
                         XCTAssertEqual(levels, expected, "\(name) count \(count) trial \(trial)")
                         XCTAssertEqual(sum, expectedSum, "\(name) count \(count) trial \(trial)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The int8 paths' fp16 P·V (keys in pairs, fp16 sums per lane) against a
+    /// plain fp64 twin on the same fp16-rounded P and V: odd value dims, odd key
+    /// counts and a block whose first key is the second of a pair (lead 1). The
+    /// bound is the fp16 accumulation's own: each of at most keys/2 + 2 fp16
+    /// roundings errs by 2^-11 of a partial sum no larger than Σ|p·v|.
+    func testHalfPrecisionValueTileMatchesPlainTwin() throws {
+        try XCTSkipUnless(attn_shim_cpu_has_avx512_fp16() != 0, "needs AVX512_FP16")
+        var rng = SplitMix64(seed: 11)
+        func half(_ x: Float) -> Double { Double(Float(Float16(x))) }
+        for valueDim in [1, 3, 4, 5, 59, 64] {
+            for keys in [1, 2, 7, 63, 64] {
+                for lead in [0, 1] where lead + keys <= 64 {
+                    let probabilities: [Float] = (0..<(keys * 64)).map { _ in Float.random(in: 0...1, using: &rng) }
+                    // Row 0 is the pair partner in front of the block when lead is 1: its p is 0.
+                    let valueRows: [Float] = (0..<((lead + keys) * valueDim)).map { _ in Float.random(in: -4...4, using: &rng) }
+                    let start: [Float] = (0..<(valueDim * 64)).map { _ in Float.random(in: -1...1, using: &rng) }
+                    let rescale: [Float] = (0..<64).map { _ in Float.random(in: 0.25...1, using: &rng) }
+                    var valuePairs = [UInt32](repeating: 0, count: 32 * valueDim)
+                    var probabilityPairs = [UInt32](repeating: 0, count: 32 * 64)
+                    var out = start
+                    valueRows.withUnsafeBufferPointer { v in
+                        attn_shim_pair_rows_f16(v.baseAddress!, lead + keys, valueDim, &valuePairs)
+                    }
+                    let pairs = probabilities.withUnsafeBufferPointer { p in
+                        attn_shim_pair_probs_f16(p.baseAddress!, keys, lead, &probabilityPairs)
+                    }
+                    XCTAssertEqual(pairs, (lead + keys + 1) / 2)
+                    attn_shim_pv_f16(&out, valueDim, probabilityPairs, valuePairs, pairs, rescale)
+                    for e in 0..<valueDim {
+                        for row in 0..<64 {
+                            var sum = 0.0, magnitude = 0.0
+                            for key in 0..<keys {
+                                let term = half(probabilities[key * 64 + row]) * half(valueRows[(lead + key) * valueDim + e])
+                                sum += term
+                                magnitude += abs(term)
+                            }
+                            let expected = Double(rescale[row]) * Double(start[e * 64 + row]) + sum
+                            let bound = Double(keys / 2 + 3) * 0x1p-11 * magnitude + 1e-6
+                            XCTAssertLessThanOrEqual(abs(Double(out[e * 64 + row]) - expected), bound,
+                                                     "E\(valueDim) keys \(keys) lead \(lead) e \(e) row \(row)")
+                        }
                     }
                 }
             }
