@@ -645,19 +645,12 @@ public enum FlashEngine {
     static func finish<E: AttnStorage>(_ unit: AttentionUnit<E>, options: AttentionOptions, rowStart: Int, rows: Int,
                                        output: UnsafeMutablePointer<Float>, rowStep: Int, dimStep: Int,
                                        states: RowStates) {
-        var vectorDims = 0
-        #if ATTNKIT_AVX512
-        if dimStep == rowsPerTask && rowStep == 1 {
-            vectorDims = options.valueDim & ~15
-            finishTransposed(unit, rowStart: rowStart, rows: rows, outT: output, dims: vectorDims, states: states)
-        }
-        #endif
         for row in 0..<rows {
             let sum = states.rowSum[row], rowMax = states.rowMax[row]
             let empty = sum == 0
             let inverse: Float = empty ? 0 : 1 / sum
             let destination = unit.out.pointer(rowStart + row, 0)
-            for e in vectorDims..<options.valueDim {
+            for e in 0..<options.valueDim {
                 destination[e &* unit.out.colStride] = E.fromFloat(output[row &* rowStep &+ e &* dimStep] * inverse)
             }
             if let lse = unit.lse {
@@ -665,39 +658,4 @@ public enum FlashEngine {
             }
         }
     }
-
-    #if ATTNKIT_AVX512
-    /// O[rowStart+row][e] = Oᵀ[e][row] / l[row] for e < dims (a multiple of 16):
-    /// 16 rows × 16 dims at a time, transposed in registers, so O's rows are
-    /// written 16 values at a time (a row whose every key was excluded gets 0).
-    static func finishTransposed<E: AttnStorage>(_ unit: AttentionUnit<E>, rowStart: Int, rows: Int,
-                                                 outT: UnsafeMutablePointer<Float>, dims: Int, states: RowStates) {
-        withUnsafeTemporaryAllocation(of: SIMD16<Float>.self, capacity: 16) { buffer in
-            let block = buffer.baseAddress!
-            var chunkStart = 0
-            while chunkStart < rows {
-                let chunkRows = Swift.min(16, rows - chunkStart)
-                let sums = load16(states.rowSum + chunkStart)
-                var inverse = SIMD16<Float>(repeating: 1) / sums
-                inverse.replace(with: SIMD16<Float>(), where: sums .== SIMD16<Float>())
-                var e0 = 0
-                while e0 < dims {
-                    for c in 0..<16 { block[c] = load16(outT + (e0 + c) &* rowsPerTask + chunkStart) * inverse }
-                    Transpose16.inPlace(block)
-                    for r in 0..<chunkRows {
-                        let destination = unit.out.pointer(rowStart + chunkStart + r, e0)
-                        if E.self == Float.self && unit.out.colStride == 1 {
-                            store16(block[r], UnsafeMutableRawPointer(destination).assumingMemoryBound(to: Float.self))
-                        } else {
-                            let row = block[r]
-                            for c in 0..<16 { destination[c &* unit.out.colStride] = E.fromFloat(row[c]) }
-                        }
-                    }
-                    e0 += 16
-                }
-                chunkStart += 16
-            }
-        }
-    }
-    #endif
 }
