@@ -72,6 +72,14 @@ static inline void attn_shim_f32_to_f16(const float *src, uint16_t *dst, long co
 // pair's two fp16 values share one 32-bit word (first key in the low half),
 // so a pair of V values is one vbroadcastss, a pure load.
 
+// The 16 words (fp16(first[i]), fp16(second[i])), first in the low half.
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
+static inline __m512i attn_shim_f16_pairs(__m512 first, __m512 second) {
+    const __m512i low = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(first, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __m512i high = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(second, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return _mm512_or_si512(low, _mm512_slli_epi32(high, 16));
+}
+
 // dst[pair][e] = (fp16(src[2·pair][e]), fp16(src[2·pair + 1][e])) for e < width,
 // from fp32 rows src[row][width]; rows ≥ count read as zero. dst holds
 // ceil(count / 2)·width words.
@@ -83,11 +91,9 @@ static inline void attn_shim_pair_rows_f16(const float *src, long count, long wi
         for (long e = 0; e < width; e += 16) {
             const __mmask16 lanes = width - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (width - e)) - 1);
             const __mmask16 second = has_second ? lanes : 0;
-            const __m512i a = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(lanes, first + e),
-                                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            const __m512i b = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(second, first + width + e),
-                                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            _mm512_mask_storeu_epi32(dst + pair * width + e, lanes, _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+            _mm512_mask_storeu_epi32(dst + pair * width + e, lanes,
+                                     attn_shim_f16_pairs(_mm512_maskz_loadu_ps(lanes, first + e),
+                                                         _mm512_maskz_loadu_ps(second, first + width + e)));
         }
     }
 }
@@ -104,9 +110,7 @@ static inline long attn_shim_pair_probs_f16(const float *probs, long keys, long 
         for (long row = 0; row < 64; row += 16) {
             const __m512 a = first >= 0 && first < keys ? _mm512_loadu_ps(probs + first * 64 + row) : _mm512_setzero_ps();
             const __m512 b = second < keys ? _mm512_loadu_ps(probs + second * 64 + row) : _mm512_setzero_ps();
-            const __m512i low = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            const __m512i high = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            _mm512_storeu_si512(dst + pair * 64 + row, _mm512_or_si512(low, _mm512_slli_epi32(high, 16)));
+            _mm512_storeu_si512(dst + pair * 64 + row, attn_shim_f16_pairs(a, b));
         }
     }
     return pairs;
@@ -132,6 +136,10 @@ static inline void attn_shim_pv_f16(float *outT, long value_dim, const uint32_t 
     const __m512i seconds = _mm512_add_epi16(firsts, _mm512_set1_epi16(1));
     // Four value dims × 64 rows in 16 named registers (an array here would live
     // in memory); each register holds 16 rows × 2 keys.
+#define ATTN_PV_LOAD(pair) const uint32_t *p = probs + (pair) * 64; \
+        const __m512h p0 = _mm512_loadu_ph(p), p1 = _mm512_loadu_ph(p + 16); \
+        const __m512h p2 = _mm512_loadu_ph(p + 32), p3 = _mm512_loadu_ph(p + 48); \
+        const float *pair_values = (const float *)(values + (pair) * value_dim + e);
 #define ATTN_PV_STEP(i, a, b, c, d) { const __m512h w = _mm512_castps_ph(_mm512_set1_ps(pair_values[i])); \
         a = _mm512_fmadd_ph(p0, w, a); b = _mm512_fmadd_ph(p1, w, b); \
         c = _mm512_fmadd_ph(p2, w, c); d = _mm512_fmadd_ph(p3, w, d); }
@@ -150,10 +158,7 @@ static inline void attn_shim_pv_f16(float *outT, long value_dim, const uint32_t 
         __m512h a0 = _mm512_setzero_ph(), b0 = a0, c0 = a0, d0 = a0, a1 = a0, b1 = a0, c1 = a0, d1 = a0;
         __m512h a2 = a0, b2 = a0, c2 = a0, d2 = a0, a3 = a0, b3 = a0, c3 = a0, d3 = a0;
         for (long pair = 0; pair < pairs; pair++) {
-            const uint32_t *p = probs + pair * 64;
-            const __m512h p0 = _mm512_loadu_ph(p), p1 = _mm512_loadu_ph(p + 16);
-            const __m512h p2 = _mm512_loadu_ph(p + 32), p3 = _mm512_loadu_ph(p + 48);
-            const float *pair_values = (const float *)(values + pair * value_dim + e);
+            ATTN_PV_LOAD(pair)
             ATTN_PV_STEP(0, a0, b0, c0, d0) ATTN_PV_STEP(1, a1, b1, c1, d1)
             ATTN_PV_STEP(2, a2, b2, c2, d2) ATTN_PV_STEP(3, a3, b3, c3, d3)
         }
@@ -163,14 +168,12 @@ static inline void attn_shim_pv_f16(float *outT, long value_dim, const uint32_t 
     for (; e < value_dim; e++) {
         __m512h a0 = _mm512_setzero_ph(), b0 = a0, c0 = a0, d0 = a0;
         for (long pair = 0; pair < pairs; pair++) {
-            const uint32_t *p = probs + pair * 64;
-            const __m512h p0 = _mm512_loadu_ph(p), p1 = _mm512_loadu_ph(p + 16);
-            const __m512h p2 = _mm512_loadu_ph(p + 32), p3 = _mm512_loadu_ph(p + 48);
-            const float *pair_values = (const float *)(values + pair * value_dim + e);
+            ATTN_PV_LOAD(pair)
             ATTN_PV_STEP(0, a0, b0, c0, d0)
         }
         ATTN_PV_STORE(0, a0, b0, c0, d0)
     }
+#undef ATTN_PV_LOAD
 #undef ATTN_PV_STEP
 #undef ATTN_PV_FOLD
 #undef ATTN_PV_ADD
