@@ -225,6 +225,29 @@ attn_status attn_flash_forward(const attn_flash_params *params,
                                const attn_tensor *alibi_slopes,
                                const attn_tensor *out, const attn_tensor *softmax_lse);
 
+/* The two forwards above, also writing flash-attn's S_dmask (what
+ * return_attn_probs returns with dropout_p > 0), for tests of dropout:
+ *   s_dmask: (B, Hq, Sq_r, Sk_r), q's dtype, Sq_r and Sk_r at least the longest
+ *     query and key sequence (flash-attn rounds both up to multiples of 128).
+ *     Block [b, h, :Sq_b, :Sk_b] is the attention probabilities P of sequence b,
+ *     head h, normalized (rows sum to 1; flash-attn's CUDA kernel leaves them
+ *     unnormalized), with the sign bit set where the forward dropped that
+ *     element: P >= 0 and not -0 means kept. Excluded keys are 0 (or -0 if the
+ *     pattern drops them); everything past Sq_b or Sk_b is 0.
+ * P is computed in fp64 from q and k, O(B*Hq*Sq*Sk*D): a testing aid, not a
+ * fast path. Not with params->int8_qk. */
+attn_status attn_flash_varlen_forward_probs(const attn_flash_params *params,
+                                            const attn_tensor *q, const attn_tensor *k, const attn_tensor *v,
+                                            const attn_tensor *cu_seqlens_q, const attn_tensor *cu_seqlens_k,
+                                            const attn_tensor *alibi_slopes,
+                                            const attn_tensor *out, const attn_tensor *softmax_lse,
+                                            const attn_tensor *s_dmask);
+attn_status attn_flash_forward_probs(const attn_flash_params *params,
+                                     const attn_tensor *q, const attn_tensor *k, const attn_tensor *v,
+                                     const attn_tensor *alibi_slopes,
+                                     const attn_tensor *out, const attn_tensor *softmax_lse,
+                                     const attn_tensor *s_dmask);
+
 /* ---- int8 scaled dot-product attention (SageAttention-style) ----
  * attn_sdpa_forward's shapes, masks, causal and GQA rules (no dropout), with
  * Q and K quantized on the fly to symmetric int8 (scale = absmax/127 per

@@ -21,31 +21,41 @@ enum AttentionReference {
         }
     }
 
+    /// Row i's scores over every key (softcap, ALiBi, the additive mask, then
+    /// the masks that exclude keys as −inf, spec section 0) and their maximum;
+    /// anyAllowed is false when every key is excluded. A NaN score makes the
+    /// maximum NaN.
+    static func scoreRow<E: AttnStorage>(_ unit: AttentionUnit<E>, options: AttentionOptions, row i: Int,
+                                         into scores: UnsafeMutablePointer<Double>) -> (max: Double, anyAllowed: Bool) {
+        let range = options.keyRange(row: i, diagonal: unit.diagonal, keys: unit.keys)
+        var rowMax = -Double.infinity
+        var anyAllowed = false
+        for j in 0..<unit.keys {
+            var allowed = j >= range.lo && j <= range.hi
+            if case .keep(let keep) = unit.mask, keep.pointer(i, j).pointee == 0 { allowed = false }
+            if !allowed { scores[j] = -.infinity; continue }
+            var dot = 0.0
+            for d in 0..<options.headDim {
+                dot += E.toDouble(unit.q.pointer(i, d).pointee) * E.toDouble(unit.k.pointer(j, d).pointee)
+            }
+            var s = dot * Double(options.scale)
+            if options.softcap > 0 { s = Double(options.softcap) * tanh(s / Double(options.softcap)) }
+            if unit.alibiSlope != 0 { s -= Double(unit.alibiSlope) * Double(abs(i + unit.diagonal - j)) }
+            if case .additive(let bias) = unit.mask { s += E.toDouble(bias.pointer(i, j).pointee) }
+            scores[j] = s
+            if s == -.infinity { continue }   // an additive −inf excludes the key like a mask
+            anyAllowed = true
+            if !(s <= rowMax) { rowMax = s }   // NaN makes the max NaN
+        }
+        return (rowMax, anyAllowed)
+    }
+
     static func runUnit<E: AttnStorage>(_ unit: AttentionUnit<E>, options: AttentionOptions,
                                         scores: UnsafeMutablePointer<Double>) {
         let dropKey = dropoutStreamKey(seed: options.seed, stream: unit.dropoutStream)
         let threshold = dropoutThreshold(options.dropoutP)
         for i in 0..<unit.queries {
-            let range = options.keyRange(row: i, diagonal: unit.diagonal, keys: unit.keys)
-            var rowMax = -Double.infinity
-            var anyAllowed = false
-            for j in 0..<unit.keys {
-                var allowed = j >= range.lo && j <= range.hi
-                if case .keep(let keep) = unit.mask, keep.pointer(i, j).pointee == 0 { allowed = false }
-                if !allowed { scores[j] = -.infinity; continue }
-                var dot = 0.0
-                for d in 0..<options.headDim {
-                    dot += E.toDouble(unit.q.pointer(i, d).pointee) * E.toDouble(unit.k.pointer(j, d).pointee)
-                }
-                var s = dot * Double(options.scale)
-                if options.softcap > 0 { s = Double(options.softcap) * tanh(s / Double(options.softcap)) }
-                if unit.alibiSlope != 0 { s -= Double(unit.alibiSlope) * Double(abs(i + unit.diagonal - j)) }
-                if case .additive(let bias) = unit.mask { s += E.toDouble(bias.pointer(i, j).pointee) }
-                scores[j] = s
-                if s == -.infinity { continue }   // an additive −inf excludes the key like a mask
-                anyAllowed = true
-                if !(s <= rowMax) { rowMax = s }   // NaN makes the max NaN
-            }
+            let (rowMax, anyAllowed) = scoreRow(unit, options: options, row: i, into: scores)
             var sum = 0.0
             for j in 0..<unit.keys {
                 scores[j] = anyAllowed && scores[j] != -.infinity ? exp(scores[j] - rowMax) : 0

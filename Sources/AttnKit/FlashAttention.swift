@@ -47,12 +47,16 @@ public struct FlashAttention {
     public func varlen<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
                                        cuSeqlensQ: [Int], cuSeqlensK: [Int], maxSeqlenQ: Int, maxSeqlenK: Int,
                                        alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>,
-                                       lse: MutableStridedTensor<Float>? = nil,
+                                       lse: MutableStridedTensor<Float>? = nil, probs: MutableStridedTensor<E>? = nil,
                                        threads: Int = ThreadSettings.numThreads, useReference: Bool = false) throws {
         let units = try varlenUnits(q: q, k: k, v: v, cuSeqlensQ: cuSeqlensQ, cuSeqlensK: cuSeqlensK,
                                     maxSeqlenQ: maxSeqlenQ, maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes,
                                     out: out, lse: lse)
-        try execute(units: units, headDim: q.shape[2], valueDim: v.shape[2], threads: threads, useReference: useReference)
+        let targets = try probs.map {
+            try probabilityTargets($0, units: units, batch: cuSeqlensQ.count - 1, heads: q.shape[1])
+        }
+        try execute(units: units, headDim: q.shape[2], valueDim: v.shape[2], threads: threads, useReference: useReference,
+                    probabilities: targets)
     }
 
     /// Checks the varlen layout and splits it into (sequence, head) units, sequence-major.
@@ -103,7 +107,7 @@ public struct FlashAttention {
 
     public func batched<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
                                         alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>,
-                                        lse: MutableStridedTensor<Float>? = nil,
+                                        lse: MutableStridedTensor<Float>? = nil, probs: MutableStridedTensor<E>? = nil,
                                         threads: Int = ThreadSettings.numThreads, useReference: Bool = false) throws {
         let layout = "(batch, seq, heads, head_dim)"
         try requireRank("q", q.shape, 4, layout)
@@ -134,8 +138,38 @@ public struct FlashAttention {
                                            slope: slopes[b, head], stream: UInt64(units.count)))
             }
         }
+        let targets = try probs.map { try probabilityTargets($0, units: units, batch: batch, heads: geometry.queryHeads) }
         try execute(units: units, headDim: geometry.headDim, valueDim: geometry.valueDim, threads: threads,
-                    useReference: useReference)
+                    useReference: useReference, probabilities: targets)
+    }
+
+    /// Where each unit writes its S_dmask block. Units come batch-major, head-minor.
+    ///     probs: (batch, heads, rows ≥ longest Sq, columns ≥ longest Sk)
+    typealias ProbabilityTargets<E> = (views: [MutableStrided2D<E>], rows: Int, columns: Int)
+
+    func probabilityTargets<E>(_ probs: MutableStridedTensor<E>, units: [AttentionUnit<E>], batch: Int,
+                               heads: Int) throws -> ProbabilityTargets<E> {
+        guard int8 == nil else {
+            throw AttnError.invalidArgument(argument: "s_dmask", rule: "is not available on the int8 path (dropout must be 0 there)")
+        }
+        try requireRank("s_dmask", probs.shape, 4, "(batch, heads, seqlen_q_rounded, seqlen_k_rounded)")
+        try requireExtent("s_dmask", probs.shape, axis: 0, equals: batch, "the batch size")
+        try requireExtent("s_dmask", probs.shape, axis: 1, equals: heads, "the number of query heads")
+        let longestQ = units.map(\.queries).max() ?? 0, longestK = units.map(\.keys).max() ?? 0
+        guard probs.shape[2] >= longestQ else {
+            throw AttnError.shape(argument: "s_dmask.shape[2]", rule: "must be >= the longest query sequence (\(longestQ)), got \(probs.shape[2])")
+        }
+        guard probs.shape[3] >= longestK else {
+            throw AttnError.shape(argument: "s_dmask.shape[3]", rule: "must be >= the longest key sequence (\(longestK)), got \(probs.shape[3])")
+        }
+        try validateLayout("s_dmask", shape: probs.shape, strides: probs.strides, hasData: probs.base != nil)
+        try validateWritable("s_dmask", shape: probs.shape, strides: probs.strides)
+        guard let base = probs.base else { return ([], probs.shape[2], probs.shape[3]) }   // no elements
+        let views = units.indices.map { index in
+            MutableStrided2D(base: base + ((index / heads) * probs.strides[0] + (index % heads) * probs.strides[1]),
+                             rowStride: probs.strides[2], colStride: probs.strides[3])
+        }
+        return (views, probs.shape[2], probs.shape[3])
     }
 
     /// The option rules shared by every flash entry point.
@@ -154,7 +188,7 @@ public struct FlashAttention {
     }
 
     func execute<E: AttnStorage>(units: [AttentionUnit<E>], headDim: Int, valueDim: Int, threads: Int,
-                                 useReference: Bool) throws {
+                                 useReference: Bool, probabilities: ProbabilityTargets<E>? = nil) throws {
         var units = units
         try validateOptions(headDim: headDim)
         let scale = softmaxScale ?? 1 / Double(headDim).squareRoot()
@@ -191,6 +225,10 @@ public struct FlashAttention {
             try AttentionReference.run(units: units, options: options, threads: useReference ? 1 : threads)
         } else {
             try KernelDispatch.runFlash(units: units, options: options, threads: threads)
+        }
+        if let probabilities, !probabilities.views.isEmpty {
+            try AttentionProbabilities.write(units: units, targets: probabilities.views, rows: probabilities.rows,
+                                             columns: probabilities.columns, options: options, threads: threads)
         }
     }
 

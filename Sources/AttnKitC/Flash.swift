@@ -40,6 +40,62 @@ private func cuSeqlens(_ name: String, _ tensor: UnsafePointer<attn_tensor>?) th
     return try readIndexTensor(name, int32: nil, int64: descriptor.view(Int64.self))
 }
 
+/// The operands both flash forwards share, checked and converted.
+private struct FlashOperands {
+    let attention: FlashAttention, params: attn_flash_params
+    let query: Descriptor, key: Descriptor, value: Descriptor, output: Descriptor
+    let slopes: Descriptor?, lse: Descriptor?, sDmask: Descriptor?
+
+    init(_ params: UnsafePointer<attn_flash_params>?,
+         _ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
+         _ alibiSlopes: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?,
+         _ softmaxLse: UnsafePointer<attn_tensor>?, sDmask: Descriptor?) throws {
+        (attention, self.params) = try flashOptions(params)
+        (query, key, value, output) = try qkvo(q, k, v, out)
+        try sDmask?.requireDtype(query.dtype, sameAs: "q")
+        self.sDmask = sDmask
+        slopes = try alibiSlopes.map { try Descriptor("alibi_slopes", $0, dtypes: [Int32(ATTN_DTYPE_F32)]) }
+        lse = try softmaxLse.map { try Descriptor("softmax_lse", $0, dtypes: [Int32(ATTN_DTYPE_F32)]) }
+    }
+}
+
+/// The varlen forward, writing S_dmask too when `sDmask` is given.
+private func flashVarlen(
+    _ params: UnsafePointer<attn_flash_params>?,
+    _ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
+    _ cuSeqlensQ: UnsafePointer<attn_tensor>?, _ cuSeqlensK: UnsafePointer<attn_tensor>?,
+    _ alibiSlopes: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?, _ softmaxLse: UnsafePointer<attn_tensor>?,
+    sDmask: Descriptor?
+) throws {
+    let o = try FlashOperands(params, q, k, v, alibiSlopes, out, softmaxLse, sDmask: sDmask)
+    let cuQ = try cuSeqlens("cu_seqlens_q", cuSeqlensQ)
+    let cuK = try cuSeqlens("cu_seqlens_k", cuSeqlensK)
+    func run<E: AttnStorage>(_: E.Type) throws {
+        try o.attention.varlen(q: o.query.view(E.self), k: o.key.view(E.self), v: o.value.view(E.self),
+                               cuSeqlensQ: cuQ, cuSeqlensK: cuK, maxSeqlenQ: Int(o.params.max_seqlen_q),
+                               maxSeqlenK: Int(o.params.max_seqlen_k), alibiSlopes: o.slopes?.view(Float.self),
+                               out: o.output.mutableView(E.self), lse: o.lse?.mutableView(Float.self),
+                               probs: o.sDmask?.mutableView(E.self))
+    }
+    try withStorage(o.query.dtype) { try run($0) }
+}
+
+/// The fixed-length forward, writing S_dmask too when `sDmask` is given.
+private func flashBatched(
+    _ params: UnsafePointer<attn_flash_params>?,
+    _ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
+    _ alibiSlopes: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?, _ softmaxLse: UnsafePointer<attn_tensor>?,
+    sDmask: Descriptor?
+) throws {
+    let o = try FlashOperands(params, q, k, v, alibiSlopes, out, softmaxLse, sDmask: sDmask)
+    func run<E: AttnStorage>(_: E.Type) throws {
+        try o.attention.batched(q: o.query.view(E.self), k: o.key.view(E.self), v: o.value.view(E.self),
+                                alibiSlopes: o.slopes?.view(Float.self), out: o.output.mutableView(E.self),
+                                lse: o.lse?.mutableView(Float.self), probs: o.sDmask?.mutableView(E.self))
+    }
+    try withStorage(o.query.dtype) { try run($0) }
+}
+
 @_cdecl("attn_flash_varlen_forward")
 public func attn_flash_varlen_forward(
     _ params: UnsafePointer<attn_flash_params>?,
@@ -48,19 +104,21 @@ public func attn_flash_varlen_forward(
     _ alibiSlopes: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?, _ softmaxLse: UnsafePointer<attn_tensor>?
 ) -> attn_status {
     withStatus("attn_flash_varlen_forward") {
-        let (attention, p) = try flashOptions(params)
-        let (query, key, value, output) = try qkvo(q, k, v, out)
-        let cuQ = try cuSeqlens("cu_seqlens_q", cuSeqlensQ)
-        let cuK = try cuSeqlens("cu_seqlens_k", cuSeqlensK)
-        let slopes = try alibiSlopes.map { try Descriptor("alibi_slopes", $0, dtypes: [Int32(ATTN_DTYPE_F32)]) }
-        let lse = try softmaxLse.map { try Descriptor("softmax_lse", $0, dtypes: [Int32(ATTN_DTYPE_F32)]) }
-        func run<E: AttnStorage>(_: E.Type) throws {
-            try attention.varlen(q: query.view(E.self), k: key.view(E.self), v: value.view(E.self),
-                                 cuSeqlensQ: cuQ, cuSeqlensK: cuK, maxSeqlenQ: Int(p.max_seqlen_q),
-                                 maxSeqlenK: Int(p.max_seqlen_k), alibiSlopes: slopes?.view(Float.self),
-                                 out: output.mutableView(E.self), lse: lse?.mutableView(Float.self))
-        }
-        try withStorage(query.dtype) { try run($0) }
+        try flashVarlen(params, q, k, v, cuSeqlensQ, cuSeqlensK, alibiSlopes, out, softmaxLse, sDmask: nil)
+    }
+}
+
+@_cdecl("attn_flash_varlen_forward_probs")
+public func attn_flash_varlen_forward_probs(
+    _ params: UnsafePointer<attn_flash_params>?,
+    _ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
+    _ cuSeqlensQ: UnsafePointer<attn_tensor>?, _ cuSeqlensK: UnsafePointer<attn_tensor>?,
+    _ alibiSlopes: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?, _ softmaxLse: UnsafePointer<attn_tensor>?,
+    _ sDmask: UnsafePointer<attn_tensor>?
+) -> attn_status {
+    withStatus("attn_flash_varlen_forward_probs") {
+        let probs = try Descriptor("s_dmask", sDmask, dtypes: attentionDtypes)
+        try flashVarlen(params, q, k, v, cuSeqlensQ, cuSeqlensK, alibiSlopes, out, softmaxLse, sDmask: probs)
     }
 }
 
@@ -71,16 +129,20 @@ public func attn_flash_forward(
     _ alibiSlopes: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?, _ softmaxLse: UnsafePointer<attn_tensor>?
 ) -> attn_status {
     withStatus("attn_flash_forward") {
-        let (attention, _) = try flashOptions(params)
-        let (query, key, value, output) = try qkvo(q, k, v, out)
-        let slopes = try alibiSlopes.map { try Descriptor("alibi_slopes", $0, dtypes: [Int32(ATTN_DTYPE_F32)]) }
-        let lse = try softmaxLse.map { try Descriptor("softmax_lse", $0, dtypes: [Int32(ATTN_DTYPE_F32)]) }
-        func run<E: AttnStorage>(_: E.Type) throws {
-            try attention.batched(q: query.view(E.self), k: key.view(E.self), v: value.view(E.self),
-                                  alibiSlopes: slopes?.view(Float.self), out: output.mutableView(E.self),
-                                  lse: lse?.mutableView(Float.self))
-        }
-        try withStorage(query.dtype) { try run($0) }
+        try flashBatched(params, q, k, v, alibiSlopes, out, softmaxLse, sDmask: nil)
+    }
+}
+
+@_cdecl("attn_flash_forward_probs")
+public func attn_flash_forward_probs(
+    _ params: UnsafePointer<attn_flash_params>?,
+    _ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
+    _ alibiSlopes: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?, _ softmaxLse: UnsafePointer<attn_tensor>?,
+    _ sDmask: UnsafePointer<attn_tensor>?
+) -> attn_status {
+    withStatus("attn_flash_forward_probs") {
+        let probs = try Descriptor("s_dmask", sDmask, dtypes: attentionDtypes)
+        try flashBatched(params, q, k, v, alibiSlopes, out, softmaxLse, sDmask: probs)
     }
 }
 

@@ -159,6 +159,39 @@ int main(void) {
     CHECK(status == ATTN_ERR_INVALID_ARGUMENT && strstr(attn_last_error(), "cu_seqlens_q must end at"),
           "bad cu_seqlens: %s", attn_last_error());
 
+    /* S_dmask of the same causal sequence, in a (1, 1, 2, 3) block with a padding
+     * column: P = [[1, 0], [1/4, 3/4]]. With dropout_p = 1 every element is
+     * dropped: all signs negative, out 0. */
+    cu[1] = 2;
+    attn_flash_params probs_params;
+    memset(&probs_params, 0, sizeof probs_params);
+    probs_params.struct_size = sizeof probs_params;
+    probs_params.causal = 1;
+    probs_params.window_left = -1; probs_params.window_right = -1;
+    probs_params.max_seqlen_q = 2; probs_params.max_seqlen_k = 2;
+    float dmask[6];
+    memset(dmask, 0xFF, sizeof dmask);
+    attn_tensor td;
+    memset(&td, 0, sizeof td);
+    td.data = dmask; td.dtype = ATTN_DTYPE_F32; td.rank = 4;
+    td.shape[0] = 1; td.shape[1] = 1; td.shape[2] = 2; td.shape[3] = 3;
+    td.strides[0] = 6; td.strides[1] = 6; td.strides[2] = 3; td.strides[3] = 1;
+    status = attn_flash_varlen_forward_probs(&probs_params, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL, &td);
+    CHECK(status == ATTN_OK && dmask[0] == 1.0f && dmask[1] == 0.0f && dmask[2] == 0.0f &&
+          fabsf(dmask[3] - 0.25f) < 1e-6f && fabsf(dmask[4] - 0.75f) < 1e-6f && dmask[5] == 0.0f,
+          "S_dmask: %s, got %g %g %g / %g %g %g", attn_last_error(), dmask[0], dmask[1], dmask[2], dmask[3], dmask[4], dmask[5]);
+    probs_params.dropout_p = 1.0;
+    status = attn_flash_varlen_forward_probs(&probs_params, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL, &td);
+    CHECK(status == ATTN_OK && dmask[0] == -1.0f && signbit(dmask[1]) && fabsf(dmask[3] + 0.25f) < 1e-6f &&
+          fabsf(dmask[4] + 0.75f) < 1e-6f && dmask[5] == 0.0f && !signbit(dmask[5]) && out[0] == 0.0f && out[1] == 0.0f,
+          "S_dmask with dropout 1: %s, got %g %g / %g %g, out %g %g", attn_last_error(), dmask[0], dmask[1], dmask[3],
+          dmask[4], out[0], out[1]);
+    td.shape[3] = 1;   /* narrower than the sequence */
+    status = attn_flash_varlen_forward_probs(&probs_params, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL, &td);
+    CHECK(status == ATTN_ERR_SHAPE && strstr(attn_last_error(), "s_dmask.shape[3]"), "narrow S_dmask: %s", attn_last_error());
+    CHECK(attn_flash_varlen_forward_probs(&probs_params, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL, NULL) == ATTN_ERR_NULL_POINTER,
+          "NULL S_dmask accepted");
+
     int32_t isa = -1;
     int32_t pv_dtype = 0;
     CHECK(attn_get_int8_pv_dtype(&pv_dtype) == ATTN_OK && (pv_dtype == ATTN_DTYPE_F16 || pv_dtype == ATTN_DTYPE_F32),

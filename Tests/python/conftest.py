@@ -84,11 +84,12 @@ def sdpa_reference(query, key, value, attn_mask=None, is_causal=False, scale=Non
     return weights @ v
 
 
-def flash_reference(q, k, v, causal=False, window=(-1, -1), softcap=0.0, slopes=None, scale=None):
+def flash_reference(q, k, v, causal=False, window=(-1, -1), softcap=0.0, slopes=None, scale=None, weights_too=False):
     """flash-attn's attention_ref for one sequence, in fp64: bottom-right causal, local
     window, softcap before ALiBi, GQA by head groups. q [Sq, Hq, D], k [Sk, Hk, D],
-    v [Sk, Hk, Dv], slopes [Hq] or None. Returns (out [Sq, Hq, Dv], lse [Hq, Sq]);
-    rows with no allowed key give out 0 and lse +inf."""
+    v [Sk, Hk, Dv], slopes [Hq] or None. Returns (out [Sq, Hq, Dv], lse [Hq, Sq]), and
+    the softmax weights [Hq, Sq, Sk] too with weights_too; rows with no allowed key
+    give out 0, lse +inf and weights 0."""
     q, k, v = (torch.as_tensor(x).double() for x in (q, k, v))
     seq_q, heads_q, dim = q.shape
     seq_k, heads_k = k.shape[0], k.shape[1]
@@ -120,4 +121,4 @@ def flash_reference(q, k, v, causal=False, window=(-1, -1), softcap=0.0, slopes=
     weights = torch.where(empty[None, :, None], torch.zeros((), dtype=torch.float64), weights)
     lse = torch.where(empty[None], torch.full((), math.inf, dtype=torch.float64), lse)
     out = torch.einsum("hqk,khd->qhd", weights, v)
-    return out, lse
+    return (out, lse, weights) if weights_too else (out, lse)

@@ -40,6 +40,16 @@ def _lse_like(q, shape):
     return np.empty(shape, dtype=np.float32)
 
 
+def _rounded(length):
+    """flash-attn's S_dmask extent: a length rounded up to a multiple of 128."""
+    return (length + 127) // 128 * 128
+
+
+def _dmask_like(q, batch, heads, rows, columns):
+    """S_dmask, zero-filled by the kernel: (batch, heads, rows rounded, columns rounded) of q's dtype."""
+    return empty_like_kind(q, (batch, heads, _rounded(rows), _rounded(columns)))
+
+
 def _varlen_arguments(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window_size, alibi_slopes):
     """The checks every varlen entry shares: cu_seqlens, max lengths, window and slopes."""
     cu_q, cu_k = _index_tensor("cu_seqlens_q", cu_seqlens_q), _index_tensor("cu_seqlens_k", cu_seqlens_k)
@@ -55,8 +65,12 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
                            deterministic=False, return_attn_probs=False, *, _int8_mode=-1, _smooth_k=False):
     """q (total_q, Hq, D), k (total_k, Hk, D), v (total_k, Hk, Dv) -> out (total_q, Hq, Dv).
 
-    With return_attn_probs=True returns (out, softmax_lse (Hq, total_q) fp32, None). The forward
-    pass is deterministic whatever `deterministic` says.
+    With return_attn_probs=True returns (out, softmax_lse (Hq, total_q) fp32, S_dmask). S_dmask is
+    None when dropout_p is 0, as in flash-attn; otherwise (B, Hq, max_seqlen_q, max_seqlen_k), both
+    rounded up to multiples of 128, holding each sequence's attention probabilities (normalized)
+    with the sign bit set where dropout dropped them, and 0 past each sequence (a testing aid: it
+    costs a second, fp64 pass over QKᵀ). The forward pass is deterministic whatever
+    `deterministic` says.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, x)
@@ -67,11 +81,15 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     out = empty_like_kind(q, (q.shape[0], q.shape[1], v.shape[2]))
     lse = _lse_like(q, (q.shape[1], q.shape[0])) if return_attn_probs else None
     dropout_p = _scalar("dropout_p", dropout_p)
+    dmask = None
+    if return_attn_probs and dropout_p > 0 and _int8_mode < 0:
+        batch = cu_q.shape[0] - 1 if cu_q.ndim == 1 and cu_q.shape[0] > 0 else 0   # malformed: the kernel says why
+        dmask = _dmask_like(q, batch, q.shape[1], max_seqlen_q, max_seqlen_k)
     _attnkit.flash_varlen_forward(q, k, v, cu_q, cu_k, max_seqlen_q, max_seqlen_k, alibi_slopes, out, lse,
                                   bool(causal), _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
                                   _scalar("softcap", softcap), dropout_p, next_seed() if dropout_p > 0 else 0,
-                                  _int8_mode, bool(_smooth_k))
-    return (out, lse, None) if return_attn_probs else out
+                                  _int8_mode, bool(_smooth_k), dmask)
+    return (out, lse, dmask) if return_attn_probs else out
 
 
 def int8_flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None,
@@ -115,7 +133,8 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
                     alibi_slopes=None, deterministic=False, return_attn_probs=False):
     """q (B, Sq, Hq, D), k (B, Sk, Hk, D), v (B, Sk, Hk, Dv) -> out (B, Sq, Hq, Dv).
 
-    With return_attn_probs=True returns (out, softmax_lse (B, Hq, Sq) fp32, None).
+    With return_attn_probs=True returns (out, softmax_lse (B, Hq, Sq) fp32, S_dmask), S_dmask as in
+    flash_attn_varlen_func: None without dropout, else (B, Hq, Sq, Sk) rounded up to multiples of 128.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, x)
@@ -127,10 +146,11 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
     out = empty_like_kind(q, (q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
     lse = _lse_like(q, (q.shape[0], q.shape[2], q.shape[1])) if return_attn_probs else None
     dropout_p = _scalar("dropout_p", dropout_p)
+    dmask = _dmask_like(q, q.shape[0], q.shape[2], q.shape[1], k.shape[1]) if return_attn_probs and dropout_p > 0 else None
     _attnkit.flash_forward(q, k, v, alibi_slopes, out, lse, bool(causal),
                            _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
-                           _scalar("softcap", softcap), dropout_p, next_seed() if dropout_p > 0 else 0)
-    return (out, lse, None) if return_attn_probs else out
+                           _scalar("softcap", softcap), dropout_p, next_seed() if dropout_p > 0 else 0, dmask)
+    return (out, lse, dmask) if return_attn_probs else out
 
 
 def _flash_seed(q, k, v, num_heads, head_dim, cu_seqlens, max_seqlen, causal):

@@ -37,35 +37,40 @@ void init_flash(py::module_ &m) {
         [](py::handle q, py::handle k, py::handle v, py::handle cu_seqlens_q, py::handle cu_seqlens_k,
            int64_t max_seqlen_q, int64_t max_seqlen_k, py::handle alibi_slopes, py::handle out, py::handle lse,
            bool causal, std::optional<double> softmax_scale, int64_t window_left, int64_t window_right,
-           double softcap, double dropout_p, uint64_t seed, int qk_quant, bool smooth_k) {
+           double softcap, double dropout_p, uint64_t seed, int qk_quant, bool smooth_k, py::handle s_dmask) {
             const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
             const attn_tensor tcq = describe(cu_seqlens_q, "cu_seqlens_q"), tck = describe(cu_seqlens_k, "cu_seqlens_k");
             const attn_tensor to = describe(out, "out");
             const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
             const OptionalTensor tl = describe_optional(lse, "softmax_lse");
+            const OptionalTensor tp = describe_optional(s_dmask, "s_dmask");
             const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
                                                          dropout_p, seed, max_seqlen_q, max_seqlen_k, qk_quant, smooth_k);
             call_without_gil([&] {
-                return attn_flash_varlen_forward(&params, &tq, &tk, &tv, &tcq, &tck, ts.get(), &to, tl.get());
+                return tp.present ? attn_flash_varlen_forward_probs(&params, &tq, &tk, &tv, &tcq, &tck, ts.get(), &to,
+                                                                    tl.get(), tp.get())
+                                  : attn_flash_varlen_forward(&params, &tq, &tk, &tv, &tcq, &tck, ts.get(), &to, tl.get());
             });
         },
-        "flash-attn varlen forward into preallocated out (and lse); see attn_flash_varlen_forward.");
+        "flash-attn varlen forward into preallocated out (and lse, and S_dmask); see attn_flash_varlen_forward(_probs).");
     m.def(
         "flash_forward",
         [](py::handle q, py::handle k, py::handle v, py::handle alibi_slopes, py::handle out, py::handle lse,
            bool causal, std::optional<double> softmax_scale, int64_t window_left, int64_t window_right,
-           double softcap, double dropout_p, uint64_t seed) {
+           double softcap, double dropout_p, uint64_t seed, py::handle s_dmask) {
             const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
             const attn_tensor to = describe(out, "out");
             const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
             const OptionalTensor tl = describe_optional(lse, "softmax_lse");
+            const OptionalTensor tp = describe_optional(s_dmask, "s_dmask");
             const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
                                                          dropout_p, seed, 0, 0);
             call_without_gil([&] {
-                return attn_flash_forward(&params, &tq, &tk, &tv, ts.get(), &to, tl.get());
+                return tp.present ? attn_flash_forward_probs(&params, &tq, &tk, &tv, ts.get(), &to, tl.get(), tp.get())
+                                  : attn_flash_forward(&params, &tq, &tk, &tv, ts.get(), &to, tl.get());
             });
         },
-        "flash-attn fixed-length forward into preallocated out (and lse); see attn_flash_forward.");
+        "flash-attn fixed-length forward into preallocated out (and lse, and S_dmask); see attn_flash_forward(_probs).");
     m.def(
         "flash_varlen_int8_forward",
         [](py::handle q_int8, py::handle q_scale, py::handle k_int8, py::handle k_scale, py::handle v,
