@@ -16,20 +16,17 @@ import Glibc
 /// excluded key is ±0. Scores are computed in fp64 as AttentionReference does:
 /// this is a testing aid, O(queries·keys·D) per unit.
 enum AttentionProbabilities {
-    /// Fills `targets[u]` ([rows][columns]) for every unit u.
-    static func write<E: AttnStorage>(units: [AttentionUnit<E>], targets: [MutableStrided2D<E>], rows: Int,
+    /// Fills each unit's target ([rows][columns]).
+    static func write<E: AttnStorage>(_ jobs: [(unit: AttentionUnit<E>, target: MutableStrided2D<E>)], rows: Int,
                                       columns: Int, options: AttentionOptions, threads: Int) throws {
-        precondition(units.count == targets.count, "one target per unit")
-        let longest = units.map(\.keys).max() ?? 0
-        let workers = Swift.max(1, Swift.min(threads, units.count))
+        let longest = jobs.map(\.unit.keys).max() ?? 0
+        let workers = Swift.max(1, Swift.min(threads, jobs.count))
         let scratch = try PerWorker<Double>(workers: workers, count: longest + 1)
         defer { scratch.deallocate() }
-        units.withUnsafeBufferPointer { list in
-            targets.withUnsafeBufferPointer { destinations in
-                parallelFor(count: list.count, threads: workers) { index, worker in
-                    writeUnit(list[index], into: destinations[index], rows: rows, columns: columns, options: options,
-                              scores: scratch[worker])
-                }
+        jobs.withUnsafeBufferPointer { list in
+            parallelFor(count: list.count, threads: workers) { index, worker in
+                writeUnit(list[index].unit, into: list[index].target, rows: rows, columns: columns, options: options,
+                          scores: scratch[worker])
             }
         }
     }

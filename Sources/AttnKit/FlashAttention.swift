@@ -227,7 +227,7 @@ public struct FlashAttention {
             try KernelDispatch.runFlash(units: units, options: options, threads: threads)
         }
         if let probabilities, !probabilities.views.isEmpty {
-            try AttentionProbabilities.write(units: units, targets: probabilities.views, rows: probabilities.rows,
+            try AttentionProbabilities.write(Array(zip(units, probabilities.views)), rows: probabilities.rows,
                                              columns: probabilities.columns, options: options, threads: threads)
         }
     }
