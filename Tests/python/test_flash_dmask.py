@@ -116,11 +116,14 @@ def test_dmask_is_none_without_dropout_and_numpy_stays_numpy():
 def test_dmask_is_seeded_and_thread_independent():
     q, k, v = (torch.randn(1, 150, 2, 32) for _ in range(3))
     results = []
-    for threads in (1, 2, 1):
-        attnkit.set_num_threads(threads)
-        attnkit.manual_seed(11)
-        results.append(attnkit.flash_attn_func(q, k, v, dropout_p=0.3, causal=True, return_attn_probs=True))
-    attnkit.set_num_threads(2)
+    before = attnkit.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            attnkit.set_num_threads(threads)
+            attnkit.manual_seed(11)
+            results.append(attnkit.flash_attn_func(q, k, v, dropout_p=0.3, causal=True, return_attn_probs=True))
+    finally:
+        attnkit.set_num_threads(before)
     for out, _, dmask in results[1:]:
         assert torch.equal(out, results[0][0]) and torch.equal(dmask, results[0][2])
 
