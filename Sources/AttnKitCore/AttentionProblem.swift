@@ -189,8 +189,9 @@ package struct AttentionOptions {
     /// With units carrying int8Keys: how Q is quantized.
     package var int8Query: Int8QueryScale = .perBlock
     /// P·V from fp16 P and V with fp16 sums per 64-key tile, fp32 across tiles
-    /// (AVX512_FP16). Only the int8 paths set it, when asked to and where the
-    /// CPU has it; tiles whose V could overflow fp16 sums keep the fp32 P·V.
+    /// (AVX512_FP16). Only the int8 paths set it: by default where the CPU has
+    /// it, unless ATTNKIT_INT8_PV=fp32 (KernelDispatch.int8HalfPrecisionValues);
+    /// tiles whose V could overflow fp16 sums keep the fp32 P·V.
     package var halfPrecisionValues = false
 
     package init(headDim: Int, valueDim: Int, scale: Float) {
