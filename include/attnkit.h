@@ -256,8 +256,8 @@ attn_status attn_flash_forward_probs(const attn_flash_params *params,
  * output accumulator are fp32. smooth_k subtracts K's mean over tokens first
  * (the softmax is unchanged). Dtypes: f32, f16 or bf16.
  * P.V: on CPUs with AVX512_FP16 (and the AVX-512 kernels), the int8 paths take
- * P and V in fp16, sum 32 products per lane in fp16 and add each 64-key tile
- * into the fp32 accumulator (twice the fp32 rate, ~1e-3 relative error; tiles
+ * P and V in fp16, sum each 64-key tile per row in fp16 and add it into the
+ * fp32 accumulator (twice the fp32 rate, ~1e-3 relative error; tiles
  * with |V| > 256 or a NaN/Inf stay fp32). ATTNKIT_INT8_PV=fp32 in the
  * environment (read once) keeps P.V in fp32, as on other CPUs. */
 enum {

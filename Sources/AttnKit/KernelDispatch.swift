@@ -34,8 +34,8 @@ public enum KernelDispatch {
     }()
 
     /// Whether the int8 paths run P·V with fp16 P and V (AVX512_FP16): each lane
-    /// sums 32 products in fp16, the two keys of a pair are added in fp16, and
-    /// tiles are added up in fp32. About 1e-3 relative error on top of int8
+    /// (one row) sums a 64-key tile's products in fp16, and tiles are added up
+    /// in fp32. About 1e-3 relative error on top of int8
     /// QKᵀ's, well inside the int8 accuracy bars, at twice the fp32 FMA rate.
     /// The default where the CPU has AVX512_FP16 and the AVX-512 kernels run;
     /// ATTNKIT_INT8_PV=fp32 keeps P·V in fp32, as it is everywhere else.

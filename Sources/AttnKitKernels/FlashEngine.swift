@@ -147,8 +147,8 @@ public enum FlashEngine {
             floats = try checkedProduct(perBlock, blocks, what: "q") + keysPerTile * rowsPerTask + keyFloats + valueFloats
             bytes = Swift.max(1, try checkedProduct(int8QueryBytes, blocks, what: "q"))
             ints = int8ScoreInts
-            // fp16 pairs of P [keysPerTile/2][64] and V [keysPerTile/2][valueDim] for the fp16 P·V.
-            halves = usesHalfValues ? keysPerTile * rowsPerTask + valueFloats : 1
+            // P [keysPerTile][64] in fp16 and V [keysPerTile][valueDim] in fp16 twin words for the fp16 P·V.
+            halves = usesHalfValues ? keysPerTile * rowsPerTask + 2 * valueFloats : 1
         }
 
         func scratch(floats base: UnsafeMutablePointer<Float>, bytes: UnsafeMutablePointer<UInt8>,
@@ -159,7 +159,7 @@ public enum FlashEngine {
                                int8Queries: bytes, int8QueryBytes: int8QueryBytes,
                                scoresT: shared, keys: shared + keysPerTile * rowsPerTask,
                                values: shared + keysPerTile * rowsPerTask + keyFloats, int8Scores: ints,
-                               halfProbabilities: UnsafeMutableRawPointer(halves).assumingMemoryBound(to: UInt32.self),
+                               halfProbabilities: halves,
                                halfValues: UnsafeMutableRawPointer(halves + keysPerTile * rowsPerTask)
                                    .assumingMemoryBound(to: UInt32.self))
         }
@@ -176,9 +176,9 @@ public enum FlashEngine {
         let keys: UnsafeMutablePointer<Float>     // [keysPerTile][headDim]: this tile's K rows, in fp32
         let values: UnsafeMutablePointer<Float>   // [keysPerTile][valueDim]: this tile's V rows, in fp32
         let int8Scores: UnsafeMutablePointer<Int32>    // [keysPerTile][64]: exact int32 Q·Kᵀ
-        // fp16 P·V only: P and V in fp16 pairs of keys (see attn_shim_pv_f16).
-        let halfProbabilities: UnsafeMutablePointer<UInt32>  // [keysPerTile/2][64]
-        let halfValues: UnsafeMutablePointer<UInt32>         // [keysPerTile/2][valueDim]
+        // fp16 P·V only (see attn_shim_pv_f16).
+        let halfProbabilities: UnsafeMutablePointer<UInt16>  // [keysPerTile][64] fp16
+        let halfValues: UnsafeMutablePointer<UInt32>         // [keysPerTile][valueDim] fp16 twin words
 
         func block(_ slot: Int) -> BlockScratch {
             let base = blockBase + slot &* blockFloats
@@ -274,11 +274,7 @@ public enum FlashEngine {
             // K and V rows are copied into contiguous fp32 tiles: whatever the input's
             // strides and dtype, the inner loops then read L1-resident, unit-stride rows
             // (a (B, S, H, D) layout would otherwise touch one page per key).
-            // fp16 P·V takes V in pairs of keys from an even one (tiles start at multiples
-            // of 64), so its tile may begin one key early.
-            let valueStart = options.halfPrecisionValues ? packStart & ~1 : packStart
-            let valueRows = packRows(unit.v, start: valueStart, count: packEnd - valueStart, width: valueDim,
-                                     into: scratch.values)
+            let valueRows = packRows(unit.v, start: packStart, count: packCount, width: valueDim, into: scratch.values)
             var keyRows: UnsafePointer<Float>? = nil
             #if ATTNKIT_AVX512_BF16
             let keyPairs = UnsafeMutableRawPointer(scratch.keys).assumingMemoryBound(to: UInt32.self)
@@ -298,14 +294,13 @@ public enum FlashEngine {
             let valuesFinite: Bool
             var halfValues = false
             if options.halfPrecisionValues {
-                // fp16 P·V needs 64 products of p <= 1 and |v| to stay well inside
-                // fp16's range (65504): |v| <= 256. The extra key in front is scanned
-                // too: its p is 0, but 0 · NaN is not.
-                let largest = largestMagnitude(valueRows, count: (packEnd - valueStart) * valueDim)
+                // fp16 P·V needs sums of 64 products of p <= 1 and |v| to stay well
+                // inside fp16's range (65504): |v| <= 256.
+                let largest = largestMagnitude(valueRows, count: packCount * valueDim)
                 valuesFinite = largest.isFinite
                 #if ATTNKIT_AVX512
                 halfValues = largest <= 256
-                if halfValues { attn_shim_pair_rows_f16(valueRows, packEnd - valueStart, valueDim, scratch.halfValues) }
+                if halfValues { attn_shim_twin_rows_f16(valueRows, packCount, valueDim, scratch.halfValues) }
                 #endif
             } else {
                 valuesFinite = allFinite(valueRows, count: packCount * valueDim)
@@ -316,7 +311,7 @@ public enum FlashEngine {
                 let start = Swift.max(packStart, range.lowerBound), end = Swift.min(packEnd, range.upperBound)
                 if start >= end { continue }
                 let offset = start - packStart, count = end - start
-                let values = valueRows + (start - valueStart) &* valueDim
+                let values = valueRows + offset &* valueDim
                 let block = scratch.block(slot)
                 // A block of at most 16 rows (a short sequence, decoding, a last
                 // partial block) computes one chunk of 16 rows, not four; the
@@ -351,8 +346,13 @@ public enum FlashEngine {
                 }
                 transformScores(unit, options: options, rowStart: rowStart, rows: rows, activeChunks: activeChunks,
                                 tileStart: start, tileKeys: count, scores: scratch.scoresT)
-                for chunk in 0..<activeChunks {
-                    updateSoftmax(block.states, chunk: chunk, scores: scratch.scoresT, tileKeys: count)
+                // fp16 P·V without dropout takes P from the softmax step straight
+                // in fp16 (P is never stored in fp32).
+                let halfSoftmax = halfValues && options.dropoutP == 0
+                if !halfSoftmax {
+                    for chunk in 0..<activeChunks {
+                        updateSoftmax(block.states, chunk: chunk, scores: scratch.scoresT, tileKeys: count)
+                    }
                 }
                 if options.dropoutP > 0 {
                     applyDropout(unit, options: options, rowStart: rowStart, activeChunks: activeChunks, tileStart: start,
@@ -360,11 +360,14 @@ public enum FlashEngine {
                 }
                 if halfValues {
                     #if ATTNKIT_AVX512
-                    let lead = (start - valueStart) & 1
-                    let pairs = attn_shim_pair_probs_f16(scratch.scoresT, count, lead, scratch.halfProbabilities)
-                    attn_shim_pv_f16(block.outT, valueDim, scratch.halfProbabilities,
-                                     scratch.halfValues + (start - valueStart) / 2 &* valueDim, pairs,
-                                     block.states.rescale)
+                    if halfSoftmax {
+                        attn_shim_softmax_f16(scratch.scoresT, count, activeChunks, block.states.rowMax, block.states.rowSum,
+                                              block.states.rescale, scratch.halfProbabilities)
+                    } else {
+                        attn_shim_f32_to_f16(scratch.scoresT, scratch.halfProbabilities, count &* rowsPerTask)
+                    }
+                    attn_shim_pv_f16(block.outT, valueDim, scratch.halfProbabilities, scratch.halfValues + offset &* valueDim,
+                                     count, block.states.rescale)
                     #endif
                 } else if rowwise {
                     if valuesFinite {

@@ -16,19 +16,29 @@ public enum Int8Quantizer {
     package static func centeredAbsMax<E: AttnStorage>(_ source: Strided2D<E>, rows: Range<Int>,
                                                        mean: UnsafePointer<Float>, count: Int) -> Float {
         var largest = SIMD16<Float>()
-        for j in rows {
+        @inline(__always) func include(_ x: SIMD16<Float>) {
+            var magnitude = x
+            magnitude.replace(with: SIMD16<Float>() - x, where: x .< SIMD16<Float>())
+            // x − x is NaN exactly where x is NaN or ±Inf.
+            let difference = x - x
+            magnitude.replace(with: SIMD16<Float>(), where: difference .!= difference)
+            largest = lanewiseMax(largest, magnitude)
+        }
+        if source.colStride == 1 && count & 15 == 0 {   // whole vectors: no per-vector width logic
+            for j in rows {
+                let row = source.pointer(j, 0)
+                for d in stride(from: 0, to: count, by: 16) {
+                    include(FlashEngine.loadRow16(row + d, colStride: 1, count: 16) - load16(mean + d))
+                }
+            }
+        }
+        for j in rows where !(source.colStride == 1 && count & 15 == 0) {
             let row = source.pointer(j, 0)
             var d = 0
             while d < count {
                 let width = Swift.min(16, count - d)
-                let x = FlashEngine.loadRow16(row + d &* source.colStride, colStride: source.colStride, count: width)
-                    - loadMean(mean + d, width)
-                var magnitude = x
-                magnitude.replace(with: SIMD16<Float>() - x, where: x .< SIMD16<Float>())
-                // x − x is NaN exactly where x is NaN or ±Inf.
-                let difference = x - x
-                magnitude.replace(with: SIMD16<Float>(), where: difference .!= difference)
-                largest = lanewiseMax(largest, magnitude)
+                include(FlashEngine.loadRow16(row + d &* source.colStride, colStride: source.colStride, count: width)
+                        - loadMean(mean + d, width))
                 d += 16
             }
         }
@@ -53,17 +63,27 @@ public enum Int8Quantizer {
         let scale = SIMD16<Float>(repeating: inverse)
         let high = unsafeBitCast(SIMD16<Int32>(repeating: 127), to: SIMD8<Int64>.self)
         let low = unsafeBitCast(SIMD16<Int32>(repeating: -127), to: SIMD8<Int64>.self)
-        var d = 0
-        while d < count {
-            let width = Swift.min(16, count - d)
-            let x = FlashEngine.loadRow16(row + d &* colStride, colStride: colStride, count: width) - loadMean(mean + d, width)
+        @inline(__always) func levels16(_ x: SIMD16<Float>) -> SIMD16<Int8> {
             let difference = x - x
             bad .|= difference .!= difference
             // vcvtps2dq rounds half to even (the default MXCSR mode); NaN gives
             // INT_MIN, clamped like any other value (the row's scale turns NaN).
             let rounded = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(x * scale), low), high)
             sum &+= unsafeBitCast(rounded, to: SIMD16<Int32>.self)
-            let bytes = unsafeBitCast(_mm512_cvtepi32_epi8(rounded), to: SIMD16<Int8>.self)
+            return unsafeBitCast(_mm512_cvtepi32_epi8(rounded), to: SIMD16<Int8>.self)
+        }
+        var d = 0
+        if colStride == 1 {   // whole vectors first, with no per-vector width logic
+            while d + 16 <= count {
+                let bytes = levels16(FlashEngine.loadRow16(row + d, colStride: 1, count: 16) - load16(mean + d))
+                UnsafeMutableRawPointer(levels + d).storeBytes(of: bytes, as: SIMD16<Int8>.self)
+                d += 16
+            }
+        }
+        while d < count {
+            let width = Swift.min(16, count - d)
+            let bytes = levels16(FlashEngine.loadRow16(row + d &* colStride, colStride: colStride, count: width)
+                                 - loadMean(mean + d, width))
             if width == 16 {
                 UnsafeMutableRawPointer(levels + d).storeBytes(of: bytes, as: SIMD16<Int8>.self)
             } else {
@@ -94,6 +114,18 @@ public enum Int8Quantizer {
     @_specialize(where E == BFloat16)
     package static func addRows<E: AttnStorage>(_ source: Strided2D<E>, rows: Range<Int>, count: Int,
                                                into totals: UnsafeMutablePointer<Float>) {
+        if source.colStride == 1 && count & 15 == 0 {
+            // Row by row, so the keys stream in memory order (a column-wise walk
+            // touches one cache line per key). From zero totals this adds the same
+            // values in the same order as the loop below.
+            for j in rows {
+                let row = source.pointer(j, 0)
+                for d in stride(from: 0, to: count, by: 16) {
+                    store16(load16(totals + d) + FlashEngine.loadRow16(row + d, colStride: 1, count: 16), totals + d)
+                }
+            }
+            return
+        }
         var d = 0
         while d < count {
             let width = Swift.min(16, count - d)

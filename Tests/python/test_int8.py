@@ -15,9 +15,9 @@ from conftest import sdpa_reference
 MIN_COSINE = 0.999
 MAX_RELATIVE_L1 = 0.03
 # Largest |difference| / max(1, max |reference|) that fp16 P·V may add: P and V are rounded
-# to fp16 and each lane sums 32 products in fp16, each addition off by up to 2^-11 of a
-# partial sum that can reach the tile's Σp·|v|; with N(0,1) values that is ~2e-3 typically
-# and stays below 1e-2.
+# to fp16 and each lane sums a tile's products (up to 64) in fp16, each addition off by up to
+# 2^-11 of a partial sum that can reach the tile's Σp·|v|; with N(0,1) values that is ~2e-3
+# typically and stays below 1e-2.
 FP16_PV_ERROR = 1e-2
 MODES = ["per_block", "per_token", "per_tensor"]
 
@@ -158,7 +158,7 @@ def test_prequantized_entry_is_exact_on_its_values(features):
     q, k, v, cu_q, cu_k, max_q, max_k = packed_batch(generator)
     q8, q_scale = quantize_symmetric(q)
     k8, k_scale = quantize_symmetric(k)
-    # Windows start blocks at odd keys: the fp16 P·V's pairs of keys then begin one key early.
+    # Windows start blocks at odd keys, so a block's first key is not a tile's.
     out, lse, _ = attnkit.flash_attn_varlen_int8_func(q8, q_scale, k8, k_scale, v, cu_q, cu_k, max_q, max_k,
                                                       return_attn_probs=True, **features)
     dequantized_q, dequantized_k = q8.float() * q_scale[..., None], k8.float() * k_scale[..., None]
@@ -178,8 +178,8 @@ def test_prequantized_entry_is_exact_on_its_values(features):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_nonfinite_value_reaches_only_the_rows_that_see_its_key(bad):
     """A NaN or Inf in one V row turns exactly the output rows whose window holds that key into
-    NaN/Inf, in either P·V mode: the fp16 pairs' extra key (the one before an odd window start)
-    has p = 0, and 0·NaN must not leak into the rows that exclude it."""
+    NaN/Inf, in either P·V mode: a key that a block's rows exclude (before an odd window start)
+    must not leak 0·NaN into them."""
     generator = torch.Generator().manual_seed(5)
     q, k, v, cu_q, cu_k, max_q, max_k = packed_batch(generator, lengths_q=(130,), lengths_k=(200,), offset=0.0)
     for key in (73, 127, 128):   # one inside a tile, the key just before a tile, the first of a tile
@@ -192,8 +192,8 @@ def test_nonfinite_value_reaches_only_the_rows_that_see_its_key(bad):
             assert 0 < (~torch.isfinite(reference)).sum() < reference.numel(), (key, features)
             finite = torch.isfinite(reference)
             assert accuracy(out[finite], reference[finite])[0] >= MIN_COSINE
-    # Under window (37, 3) row i sees keys i+33 ..= i+73, so no row sees key 32, which the
-    # fp16 pairs read as the partner of key 33.
+    # Under window (37, 3) row i sees keys i+33 ..= i+73, so no row sees key 32, the key just
+    # before the first one any block reads.
     poisoned = v.clone()
     poisoned[32, 1, 0] = bad
     out = attnkit.int8_flash_attn_varlen_func(q, k, poisoned, cu_q, cu_k, max_q, max_k, window_size=(37, 3))

@@ -1,4 +1,5 @@
 import XCTest
+import Foundation
 import AttnKit
 import AttnKitCore
 import AttnKitKernels
@@ -97,7 +98,7 @@ final class Int8Tests: XCTestCase {
     /// a scalar twin: the same levels, sums and finiteness, ties rounding to even.
     func testRowQuantizerMatchesScalarTwin() {
         var rng = SplitMix64(seed: 21)
-        for count in [1, 7, 16, 17, 33, 65, 127] {
+        for count in [1, 7, 16, 17, 33, 64, 65, 127] {
             for trial in 0..<3 {
                 // Halves times the scale's inverse land exactly on ties: 0.5, 1.5, 2.5 ...
                 var row = (0..<count).map { _ in Float(Int.random(in: -300...300, using: &rng)) / 2 }
@@ -146,47 +147,131 @@ final class Int8Tests: XCTestCase {
         }
     }
 
-    /// The int8 paths' fp16 P·V (keys in pairs, fp16 sums per lane) against a
-    /// plain fp64 twin on the same fp16-rounded P and V: odd value dims, odd key
-    /// counts and a block whose first key is the second of a pair (lead 1). The
-    /// bound is the fp16 accumulation's own: each of at most keys/2 + 2 fp16
-    /// roundings errs by 2^-11 of a partial sum no larger than Σ|p·v|.
+    /// The int8 paths' fp16 P·V (P [key][64 rows] in fp16, V as fp16 twin
+    /// words, fp16 sums per lane) against a plain fp64 twin on the same
+    /// fp16-rounded P and V: odd value dims (the 8-, 2- and 1-dim loops) and odd
+    /// key counts. The bound is the fp16 accumulation's own: each of the `keys`
+    /// fp16 roundings errs by at most 2^-11 of a partial sum no larger than Σ|p·v|.
     func testHalfPrecisionValueTileMatchesPlainTwin() throws {
         try XCTSkipUnless(attn_shim_cpu_has_avx512_fp16() != 0, "needs AVX512_FP16")
         var rng = SplitMix64(seed: 11)
         func half(_ x: Float) -> Double { Double(Float(Float16(x))) }
-        for valueDim in [1, 3, 4, 5, 59, 64] {
+        for valueDim in [1, 3, 4, 5, 9, 59, 64] {
             for keys in [1, 2, 7, 63, 64] {
-                for lead in [0, 1] where lead + keys <= 64 {
-                    let probabilities: [Float] = (0..<(keys * 64)).map { _ in Float.random(in: 0...1, using: &rng) }
-                    // Row 0 is the pair partner in front of the block when lead is 1: its p is 0.
-                    let valueRows: [Float] = (0..<((lead + keys) * valueDim)).map { _ in Float.random(in: -4...4, using: &rng) }
-                    let start: [Float] = (0..<(valueDim * 64)).map { _ in Float.random(in: -1...1, using: &rng) }
-                    let rescale: [Float] = (0..<64).map { _ in Float.random(in: 0.25...1, using: &rng) }
-                    var valuePairs = [UInt32](repeating: 0, count: 32 * valueDim)
-                    var probabilityPairs = [UInt32](repeating: 0, count: 32 * 64)
-                    var out = start
-                    valueRows.withUnsafeBufferPointer { v in
-                        attn_shim_pair_rows_f16(v.baseAddress!, lead + keys, valueDim, &valuePairs)
-                    }
-                    let pairs = probabilities.withUnsafeBufferPointer { p in
-                        attn_shim_pair_probs_f16(p.baseAddress!, keys, lead, &probabilityPairs)
-                    }
-                    XCTAssertEqual(pairs, (lead + keys + 1) / 2)
-                    attn_shim_pv_f16(&out, valueDim, probabilityPairs, valuePairs, pairs, rescale)
-                    for e in 0..<valueDim {
-                        for row in 0..<64 {
-                            var sum = 0.0, magnitude = 0.0
-                            for key in 0..<keys {
-                                let term = half(probabilities[key * 64 + row]) * half(valueRows[(lead + key) * valueDim + e])
-                                sum += term
-                                magnitude += abs(term)
-                            }
-                            let expected = Double(rescale[row]) * Double(start[e * 64 + row]) + sum
-                            let bound = Double(keys / 2 + 3) * 0x1p-11 * magnitude + 1e-6
-                            XCTAssertLessThanOrEqual(abs(Double(out[e * 64 + row]) - expected), bound,
-                                                     "E\(valueDim) keys \(keys) lead \(lead) e \(e) row \(row)")
+                let probabilities: [Float] = (0..<(keys * 64)).map { _ in Float.random(in: 0...1, using: &rng) }
+                let valueRows: [Float] = (0..<(keys * valueDim)).map { _ in Float.random(in: -4...4, using: &rng) }
+                let start: [Float] = (0..<(valueDim * 64)).map { _ in Float.random(in: -1...1, using: &rng) }
+                let rescale: [Float] = (0..<64).map { _ in Float.random(in: 0.25...1, using: &rng) }
+                var valueWords = [UInt32](repeating: 0, count: 64 * valueDim)
+                var halfProbabilities = [UInt16](repeating: 0, count: 64 * 64)
+                var out = start
+                valueRows.withUnsafeBufferPointer { v in
+                    attn_shim_twin_rows_f16(v.baseAddress!, keys, valueDim, &valueWords)
+                }
+                probabilities.withUnsafeBufferPointer { p in
+                    attn_shim_f32_to_f16(p.baseAddress!, &halfProbabilities, keys * 64)
+                }
+                for index in 0..<(keys * valueDim) {   // both halves of a twin word are fp16(v)
+                    let bits = Float16(valueRows[index]).bitPattern
+                    XCTAssertEqual(valueWords[index], UInt32(bits) | UInt32(bits) << 16)
+                }
+                attn_shim_pv_f16(&out, valueDim, halfProbabilities, valueWords, keys, rescale)
+                for e in 0..<valueDim {
+                    for row in 0..<64 {
+                        var sum = 0.0, magnitude = 0.0
+                        for key in 0..<keys {
+                            let term = half(probabilities[key * 64 + row]) * half(valueRows[key * valueDim + e])
+                            sum += term
+                            magnitude += abs(term)
                         }
+                        let expected = Double(rescale[row]) * Double(start[e * 64 + row]) + sum
+                        let bound = Double(keys + 2) * 0x1p-11 * magnitude + 1e-6
+                        XCTAssertLessThanOrEqual(abs(Double(out[e * 64 + row]) - expected), bound,
+                                                 "E\(valueDim) keys \(keys) e \(e) row \(row)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fp16 P·V path's softmax step (P written in fp16 only) against an
+    /// fp64 twin of the online-softmax update: masked keys (−inf), rows with no
+    /// key yet and rows whose maximum grows, 1 to 4 chunks. m must be exact,
+    /// the rescale and l within 1e-5, and P within fp16's half ulp (plus the
+    /// exp's 2.6e-6, and 2^-25 absolute for fp16 subnormals).
+    func testHalfPrecisionSoftmaxMatchesPlainTwin() throws {
+        try XCTSkipUnless(KernelDispatch.isa != .generic, "needs the AVX-512 kernels")
+        var rng = SplitMix64(seed: 12)
+        for keys in [1, 3, 17, 64] {
+            for chunks in 1...4 {
+                var scores = [Float](repeating: 0, count: keys * 64)
+                for index in scores.indices {
+                    scores[index] = Float.random(in: 0...1, using: &rng) < 0.2 ? -.infinity : Float.random(in: -20...5, using: &rng)
+                }
+                for key in 0..<keys { scores[key * 64 + 5] = -.infinity }   // row 5: no key in this tile
+                var rowMax: [Float] = (0..<64).map { _ in Float.random(in: -3...3, using: &rng) }
+                var rowSum: [Float] = (0..<64).map { _ in Float.random(in: 1...10, using: &rng) }
+                for row in [5, 6] { rowMax[row] = -.infinity; rowSum[row] = 0 }   // row 5: none yet either
+                let oldMax = rowMax, oldSum = rowSum
+                var rescale = [Float](repeating: 7, count: 64)
+                var probabilities = [UInt16](repeating: 0xFFFF, count: keys * 64)
+                attn_shim_softmax_f16(scores, keys, chunks, &rowMax, &rowSum, &rescale, &probabilities)
+                for row in 0..<64 {
+                    if row >= chunks * 16 {
+                        XCTAssertEqual(rowMax[row], oldMax[row]); XCTAssertEqual(rescale[row], 7)
+                        continue
+                    }
+                    var newMax = Double(oldMax[row])
+                    for key in 0..<keys { newMax = max(newMax, Double(scores[key * 64 + row])) }
+                    XCTAssertEqual(Double(rowMax[row]), newMax, "keys \(keys) row \(row)")
+                    let noKey = newMax == -.infinity
+                    let expectedRescale = noKey ? 0 : Foundation.exp(Double(oldMax[row]) - newMax)
+                    XCTAssertEqual(Double(rescale[row]), expectedRescale, accuracy: 1e-5 * expectedRescale,
+                                   "keys \(keys) row \(row)")
+                    var expectedSum = Double(oldSum[row]) * expectedRescale
+                    for key in 0..<keys {
+                        let score = Double(scores[key * 64 + row])
+                        let p = noKey || score == -.infinity ? 0 : Foundation.exp(score - newMax)
+                        expectedSum += p
+                        let actual = Double(Float(Float16(bitPattern: probabilities[key * 64 + row])))
+                        XCTAssertEqual(actual, p, accuracy: (0x1p-11 + 3e-6) * p + 0x1p-25,
+                                       "keys \(keys) row \(row) key \(key)")
+                    }
+                    XCTAssertEqual(Double(rowSum[row]), expectedSum, accuracy: 1e-5 * expectedSum, "keys \(keys) row \(row)")
+                }
+            }
+        }
+    }
+
+    /// The smoothing mean's column sums (row by row for whole vectors of
+    /// contiguous rows, column-wise otherwise) against fp64 sums of the same
+    /// values, for both builds: 300 rows of N(0,1)·(1 + 10·column) values, so
+    /// the fp32 sums must stay within 300 roundings of the largest partial sum.
+    func testColumnSumsMatchPlainTwin() {
+        var rng = SplitMix64(seed: 13)
+        for (count, colStride) in [(64, 1), (48, 1), (17, 1), (64, 2), (5, 3)] {
+            let rows = 300
+            let data: [Float] = (0..<(rows * count * colStride)).map { index in
+                Float.random(in: -1...1, using: &rng) * Float(1 + 10 * ((index / colStride) % count))
+            }
+            data.withUnsafeBufferPointer { buffer in
+                let source = Strided2D(base: buffer.baseAddress!, rowStride: count * colStride, colStride: colStride)
+                let builds: [(String, (UnsafeMutablePointer<Float>) -> Void)] = [
+                    ("avx512", { AttnKitKernels.Int8Quantizer.addRows(source, rows: 0..<rows, count: count, into: $0) }),
+                    ("generic", { AttnKitKernelsPortable.Int8Quantizer.addRows(source, rows: 0..<rows, count: count, into: $0) }),
+                ]
+                for (name, addRows) in builds where name == "generic" || KernelDispatch.isa != .generic {
+                    var totals = [Float](repeating: 0, count: count)
+                    totals.withUnsafeMutableBufferPointer { addRows($0.baseAddress!) }
+                    for d in 0..<count {
+                        var exact = 0.0, magnitude = 0.0
+                        for j in 0..<rows {
+                            let value = Double(buffer[j * count * colStride + d * colStride])
+                            exact += value
+                            magnitude += abs(value)
+                        }
+                        XCTAssertEqual(Double(totals[d]), exact, accuracy: Double(rows) * 0x1p-24 * magnitude,
+                                       "\(name) count \(count) stride \(colStride) d \(d)")
                     }
                 }
             }

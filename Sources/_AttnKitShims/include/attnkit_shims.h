@@ -68,114 +68,138 @@ static inline void attn_shim_f32_to_f16(const float *src, uint16_t *dst, long co
     }
 }
 
-// Pair layout for the fp16 P·V below: the keys of a tile go in pairs, and a
-// pair's two fp16 values share one 32-bit word (first key in the low half),
-// so a pair of V values is one vbroadcastss, a pure load.
+// Layout for the fp16 P·V below: P is [key][64 rows] in fp16, so a key's 64
+// rows are two 32-lane registers, and V is [key][dim] in 32-bit words that
+// hold the fp16 value twice, so broadcasting one to 32 lanes is a
+// vbroadcastss, a pure load (vpbroadcastw would also take a shuffle port).
 
-// The 16 words (fp16(first[i]), fp16(second[i])), first in the low half.
+// dst[row][e] = (fp16(src[row][e]), the same) for row < count, e < width,
+// from fp32 rows src[row][width].
 __attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
-static inline __m512i attn_shim_f16_pairs(__m512 first, __m512 second) {
-    const __m512i low = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(first, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    const __m512i high = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(second, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    return _mm512_or_si512(low, _mm512_slli_epi32(high, 16));
-}
-
-// dst[pair][e] = (fp16(src[2·pair][e]), fp16(src[2·pair + 1][e])) for e < width,
-// from fp32 rows src[row][width]; rows ≥ count read as zero. dst holds
-// ceil(count / 2)·width words.
-__attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
-static inline void attn_shim_pair_rows_f16(const float *src, long count, long width, uint32_t *dst) {
-    for (long pair = 0; 2 * pair < count; pair++) {
-        const float *first = src + 2 * pair * width;
-        const int has_second = 2 * pair + 1 < count;
+static inline void attn_shim_twin_rows_f16(const float *src, long count, long width, uint32_t *dst) {
+    for (long row = 0; row < count; row++) {
         for (long e = 0; e < width; e += 16) {
             const __mmask16 lanes = width - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (width - e)) - 1);
-            const __mmask16 second = has_second ? lanes : 0;
-            _mm512_mask_storeu_epi32(dst + pair * width + e, lanes,
-                                     attn_shim_f16_pairs(_mm512_maskz_loadu_ps(lanes, first + e),
-                                                         _mm512_maskz_loadu_ps(second, first + width + e)));
+            const __m512i half = _mm512_cvtepu16_epi32(
+                _mm512_cvtps_ph(_mm512_maskz_loadu_ps(lanes, src + row * width + e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            _mm512_mask_storeu_epi32(dst + row * width + e, lanes, _mm512_or_si512(half, _mm512_slli_epi32(half, 16)));
         }
     }
 }
 
-// The probabilities of one block, from probs ([keys][64] fp32) to pairs
-// ([pairs][64] words): lead (0 or 1) zero columns go first, so the block's
-// first key can take the second half of a pair; columns past lead + keys are
-// zero up to the end of the last pair. Returns the number of pairs.
-__attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
-static inline long attn_shim_pair_probs_f16(const float *probs, long keys, long lead, uint32_t *dst) {
-    const long pairs = (lead + keys + 1) / 2;
-    for (long pair = 0; pair < pairs; pair++) {
-        const long first = 2 * pair - lead, second = first + 1;
-        for (long row = 0; row < 64; row += 16) {
-            const __m512 a = first >= 0 && first < keys ? _mm512_loadu_ps(probs + first * 64 + row) : _mm512_setzero_ps();
-            const __m512 b = second < keys ? _mm512_loadu_ps(probs + second * 64 + row) : _mm512_setzero_ps();
-            _mm512_storeu_si512(dst + pair * 64 + row, attn_shim_f16_pairs(a, b));
+// e^x for the fp16 P of the int8 paths, x = s − m ≤ 0 (or −inf, or NaN):
+// Cody–Waite reduction, then a degree-4 fit of e^r on |r| ≤ ln2/2 (2.6e-6
+// relative, 1/90 of fp16's half ulp), scaled by 2^n with vscalefps; 0 below
+// −87.33 (−inf included), NaN stays NaN.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
+static inline __m512 attn_shim_exp_f16_grade(__m512 x) {
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(0.04145861f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.16790907f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5000436f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.9999634f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.9999993f));
+    const __mmask16 kept = ~_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33f), _CMP_LT_OQ);
+    return _mm512_maskz_scalef_ps(kept, p, n);
+}
+
+// The online-softmax step of the fp16 P·V path, with P written in fp16 only:
+// for each of the first `chunks` 16-row chunks of scores ([keys][64] fp32),
+// m_new = max(m_old, max over keys) (a NaN score is skipped there, and turns
+// its row NaN through exp), rescale = exp(m_old − m_new) (0 for a row with no
+// allowed key yet), l = l·rescale + Σ p in fp32, and p = exp(s − m_new) goes
+// to probs ([keys][64] fp16) and nowhere else. Chunks from `chunks` on are not
+// written.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
+static inline void attn_shim_softmax_f16(const float *scores, long keys, long chunks, float *row_max, float *row_sum,
+                                         float *rescale, uint16_t *probs) {
+    const __m512 negative_infinity = _mm512_set1_ps(-__builtin_inff());
+    for (long chunk = 0; chunk < chunks; chunk++) {
+        const float *column = scores + chunk * 16;
+        const __m512 old_max = _mm512_loadu_ps(row_max + chunk * 16);
+        __m512 m0 = old_max, m1 = old_max, m2 = old_max, m3 = old_max;
+        long key = 0;
+        for (; key + 4 <= keys; key += 4) {   // max(s, m): a NaN s keeps m
+            m0 = _mm512_max_ps(_mm512_loadu_ps(column + key * 64), m0);
+            m1 = _mm512_max_ps(_mm512_loadu_ps(column + (key + 1) * 64), m1);
+            m2 = _mm512_max_ps(_mm512_loadu_ps(column + (key + 2) * 64), m2);
+            m3 = _mm512_max_ps(_mm512_loadu_ps(column + (key + 3) * 64), m3);
         }
+        for (; key < keys; key++) m0 = _mm512_max_ps(_mm512_loadu_ps(column + key * 64), m0);
+        const __m512 tile_max = _mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3));
+        const __mmask16 has_key = _mm512_cmp_ps_mask(tile_max, negative_infinity, _CMP_NEQ_UQ);
+        const __m512 safe_max = _mm512_maskz_mov_ps(has_key, tile_max);
+        const __m512 shrink = _mm512_maskz_mov_ps(has_key, attn_shim_exp_f16_grade(_mm512_sub_ps(old_max, safe_max)));
+        __m512 sum = _mm512_setzero_ps();
+        for (key = 0; key < keys; key++) {
+            const __m512 p = attn_shim_exp_f16_grade(_mm512_sub_ps(_mm512_loadu_ps(column + key * 64), safe_max));
+            sum = _mm512_add_ps(sum, p);
+            _mm256_storeu_si256((__m256i *)(probs + key * 64 + chunk * 16),
+                                _mm512_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
+        _mm512_storeu_ps(row_sum + chunk * 16, _mm512_fmadd_ps(_mm512_loadu_ps(row_sum + chunk * 16), shrink, sum));
+        _mm512_storeu_ps(row_max + chunk * 16, tile_max);
+        _mm512_storeu_ps(rescale + chunk * 16, shrink);
     }
-    return pairs;
 }
 
 // outT[e][row] = rescale[row]·outT[e][row] + Σ_key values[key][e]·probs[key][row]
-// for 64 rows and e < value_dim, where probs ([pairs][64]) and values
-// ([pairs][value_dim]) are fp16 pairs as above. Each lane of a vfmadd231ph
-// register holds one row and one key of a pair; the sum over the tile's keys
-// (at most 64) is accumulated in fp16, the two halves of each pair are added
-// (still fp16), widened, and added to the fp32 outT: two-level accumulation,
-// fp32 across tiles. The caller keeps |values| small enough that 64 of them
-// cannot overflow fp16.
+// for 64 rows and e < value_dim, with probs ([keys][64] fp16) and values
+// ([keys][value_dim] twin words) as above. A vfmadd231ph lane is one row; the
+// sum over the tile's keys (at most 64) runs in fp16, then is widened and
+// added to the fp32 outT: two-level accumulation, fp32 across tiles. The
+// caller keeps |values| small enough that 64 products cannot overflow fp16.
 __attribute__((target("avx512fp16,avx512bw,avx512vl,avx512dq,avx512f,f16c,fma")))
-static inline void attn_shim_pv_f16(float *outT, long value_dim, const uint32_t *probs, const uint32_t *values,
-                                    long pairs, const float *rescale) {
+static inline void attn_shim_pv_f16(float *outT, long value_dim, const uint16_t *probs, const uint32_t *values,
+                                    long keys, const float *rescale) {
     const __m512 r0 = _mm512_loadu_ps(rescale), r1 = _mm512_loadu_ps(rescale + 16);
     const __m512 r2 = _mm512_loadu_ps(rescale + 32), r3 = _mm512_loadu_ps(rescale + 48);
-    // Word lanes 2i (first keys) and 2i + 1 (second keys) of two registers, as
-    // rows 0..15 of the first register and rows 16..31 of the second.
-    const __m512i firsts = _mm512_set_epi16(62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32,
-                                            30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i seconds = _mm512_add_epi16(firsts, _mm512_set1_epi16(1));
-    // Four value dims × 64 rows in 16 named registers (an array here would live
-    // in memory); each register holds 16 rows × 2 keys.
-#define ATTN_PV_LOAD(pair) const uint32_t *p = probs + (pair) * 64; \
-        const __m512h p0 = _mm512_loadu_ph(p), p1 = _mm512_loadu_ph(p + 16); \
-        const __m512h p2 = _mm512_loadu_ph(p + 32), p3 = _mm512_loadu_ph(p + 48); \
-        const float *pair_values = (const float *)(values + (pair) * value_dim + e);
-#define ATTN_PV_STEP(i, a, b, c, d) { const __m512h w = _mm512_castps_ph(_mm512_set1_ps(pair_values[i])); \
-        a = _mm512_fmadd_ph(p0, w, a); b = _mm512_fmadd_ph(p1, w, b); \
-        c = _mm512_fmadd_ph(p2, w, c); d = _mm512_fmadd_ph(p3, w, d); }
-#define ATTN_PV_FOLD(x, y) _mm512_add_ph( \
-        _mm512_castsi512_ph(_mm512_permutex2var_epi16(_mm512_castph_si512(x), firsts, _mm512_castph_si512(y))), \
-        _mm512_castsi512_ph(_mm512_permutex2var_epi16(_mm512_castph_si512(x), seconds, _mm512_castph_si512(y))))
+    // Dims e + i (named registers: an array here would live in memory); a
+    // holds rows 0..31, b rows 32..63.
+#define ATTN_PV_LOAD(key) const uint16_t *p = probs + (key) * 64; \
+        const __m512h p0 = _mm512_loadu_ph(p), p1 = _mm512_loadu_ph(p + 32); \
+        const float *key_values = (const float *)(values + (key) * value_dim + e);
+#define ATTN_PV_STEP(i, a, b) { const __m512h w = _mm512_castps_ph(_mm512_set1_ps(key_values[i])); \
+        a = _mm512_fmadd_ph(p0, w, a); b = _mm512_fmadd_ph(p1, w, b); }
 #define ATTN_PV_ADD(o, r, h) _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_loadu_ps(o), r, _mm512_cvtxph_ps(h)))
-#define ATTN_PV_STORE(i, a, b, c, d) { float *o = outT + (e + i) * 64; \
-        const __m512i low = _mm512_castph_si512(ATTN_PV_FOLD(a, b)), high = _mm512_castph_si512(ATTN_PV_FOLD(c, d)); \
-        ATTN_PV_ADD(o, r0, _mm256_castsi256_ph(_mm512_castsi512_si256(low))); \
-        ATTN_PV_ADD(o + 16, r1, _mm256_castsi256_ph(_mm512_extracti64x4_epi64(low, 1))); \
-        ATTN_PV_ADD(o + 32, r2, _mm256_castsi256_ph(_mm512_castsi512_si256(high))); \
-        ATTN_PV_ADD(o + 48, r3, _mm256_castsi256_ph(_mm512_extracti64x4_epi64(high, 1))); }
+#define ATTN_PV_STORE(i, a, b) { float *o = outT + (e + i) * 64; \
+        ATTN_PV_ADD(o, r0, _mm512_castph512_ph256(a)); \
+        ATTN_PV_ADD(o + 16, r1, _mm256_castsi256_ph(_mm512_extracti64x4_epi64(_mm512_castph_si512(a), 1))); \
+        ATTN_PV_ADD(o + 32, r2, _mm512_castph512_ph256(b)); \
+        ATTN_PV_ADD(o + 48, r3, _mm256_castsi256_ph(_mm512_extracti64x4_epi64(_mm512_castph_si512(b), 1))); }
     long e = 0;
-    for (; e + 4 <= value_dim; e += 4) {
-        __m512h a0 = _mm512_setzero_ph(), b0 = a0, c0 = a0, d0 = a0, a1 = a0, b1 = a0, c1 = a0, d1 = a0;
-        __m512h a2 = a0, b2 = a0, c2 = a0, d2 = a0, a3 = a0, b3 = a0, c3 = a0, d3 = a0;
-        for (long pair = 0; pair < pairs; pair++) {
-            ATTN_PV_LOAD(pair)
-            ATTN_PV_STEP(0, a0, b0, c0, d0) ATTN_PV_STEP(1, a1, b1, c1, d1)
-            ATTN_PV_STEP(2, a2, b2, c2, d2) ATTN_PV_STEP(3, a3, b3, c3, d3)
+    for (; e + 8 <= value_dim; e += 8) {
+        __m512h a0 = _mm512_setzero_ph(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+        __m512h a4 = a0, b4 = a0, a5 = a0, b5 = a0, a6 = a0, b6 = a0, a7 = a0, b7 = a0;
+        for (long key = 0; key < keys; key++) {
+            ATTN_PV_LOAD(key)
+            ATTN_PV_STEP(0, a0, b0) ATTN_PV_STEP(1, a1, b1) ATTN_PV_STEP(2, a2, b2) ATTN_PV_STEP(3, a3, b3)
+            ATTN_PV_STEP(4, a4, b4) ATTN_PV_STEP(5, a5, b5) ATTN_PV_STEP(6, a6, b6) ATTN_PV_STEP(7, a7, b7)
         }
-        ATTN_PV_STORE(0, a0, b0, c0, d0) ATTN_PV_STORE(1, a1, b1, c1, d1)
-        ATTN_PV_STORE(2, a2, b2, c2, d2) ATTN_PV_STORE(3, a3, b3, c3, d3)
+        ATTN_PV_STORE(0, a0, b0) ATTN_PV_STORE(1, a1, b1) ATTN_PV_STORE(2, a2, b2) ATTN_PV_STORE(3, a3, b3)
+        ATTN_PV_STORE(4, a4, b4) ATTN_PV_STORE(5, a5, b5) ATTN_PV_STORE(6, a6, b6) ATTN_PV_STORE(7, a7, b7)
+    }
+    for (; e + 2 <= value_dim; e += 2) {
+        __m512h a0 = _mm512_setzero_ph(), b0 = a0, a1 = a0, b1 = a0;
+        for (long key = 0; key < keys; key++) {
+            ATTN_PV_LOAD(key)
+            ATTN_PV_STEP(0, a0, b0) ATTN_PV_STEP(1, a1, b1)
+        }
+        ATTN_PV_STORE(0, a0, b0) ATTN_PV_STORE(1, a1, b1)
     }
     for (; e < value_dim; e++) {
-        __m512h a0 = _mm512_setzero_ph(), b0 = a0, c0 = a0, d0 = a0;
-        for (long pair = 0; pair < pairs; pair++) {
-            ATTN_PV_LOAD(pair)
-            ATTN_PV_STEP(0, a0, b0, c0, d0)
+        __m512h a0 = _mm512_setzero_ph(), b0 = a0;
+        for (long key = 0; key < keys; key++) {
+            ATTN_PV_LOAD(key)
+            ATTN_PV_STEP(0, a0, b0)
         }
-        ATTN_PV_STORE(0, a0, b0, c0, d0)
+        ATTN_PV_STORE(0, a0, b0)
     }
 #undef ATTN_PV_LOAD
 #undef ATTN_PV_STEP
-#undef ATTN_PV_FOLD
 #undef ATTN_PV_ADD
 #undef ATTN_PV_STORE
 }
