@@ -225,9 +225,17 @@ public enum FlashEngine {
         let paddedDim = (dim + 15) & ~15
         let groups = (dim + 3) / 4
         var taskLow = Int.max, taskHigh = Int.min
+        // Query rows that are not back to back (a (B, S, H, D) layout puts one head's
+        // rows a page apart) miss the hardware prefetchers: each block asks for the
+        // next block's rows while it packs its own.
+        let prefetchesQuery = !(unit.q.colStride == 1 && unit.q.rowStride == dim)
         for slot in 0..<blockCount {
             let rowStart = (firstBlock + slot) * rowsPerTask
             let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
+            if prefetchesQuery && slot + 1 < blockCount {
+                let nextStart = rowStart + rowsPerTask
+                prefetchRows(unit.q, start: nextStart, count: Swift.min(rowsPerTask, unit.queries - nextStart), width: dim)
+            }
             let range = blockKeys(unit, options: options, rowStart: rowStart)
             if !range.isEmpty { taskLow = Swift.min(taskLow, range.lowerBound); taskHigh = Swift.max(taskHigh, range.upperBound) }
             let block = scratch.block(slot)
