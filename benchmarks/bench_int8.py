@@ -47,7 +47,7 @@ def int8_rows(shapes, repeats, mode="per_block"):
 
 
 def main():
-    args = setup(__doc__, repeats=7)
+    args = setup(__doc__, repeats=21)
     pv = attnkit.int8_pv_dtype()
     print(f"attnkit {attnkit.__version__} ({attnkit.isa()} kernels, int8 P·V in {pv}), torch {torch.__version__}, "
           f"{args.threads} threads; "

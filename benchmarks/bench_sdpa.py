@@ -112,7 +112,7 @@ HEADERS = ["kernel", "shape", "dtype", "err vs fp64", "torch err", "attnkit ms",
 
 
 def main():
-    args = setup(__doc__, repeats=9)
+    args = setup(__doc__, repeats=21)
     peak = sgemm_peak_gflops(args.threads)
     print(f"attnkit {attnkit.__version__}, torch {torch.__version__}, {args.threads} threads; "
           f"sgemm peak (numpy OpenBLAS, 2048^3, best of 9) {peak:.0f} GFLOP/s; medians of up to {args.repeats} interleaved runs\n")

@@ -29,7 +29,7 @@ def main():
     rows += eager_rows([(4, 512, 8, 64, False, True), (1, 2048, 8, 64, True, False)], args.repeats)
     rows += sdpa_rows([(1, 8, 1024, 64, False), (1, 8, 2048, 64, True), (4, 16, 512, 64, False)], args.repeats)
     varlen = varlen_row(args.repeats)
-    rows.append(varlen[:2] + ["fp32"] + varlen[2:])
+    rows.append(varlen[:2] + ["fp32"] + varlen[2:9])
     rows += [r[:5] + r[6:] for r in lowp_rows([(1, 8, 1024, 64, False)], args.repeats)]
     for row in int8_rows([(1, 8, 1024, 64, False)], args.repeats)[:1]:
         # kernel, shape, "int8 QK", cosine/rel L1 against torch fp32, int8 ms, torch fp32 ms, GFLOP/s
