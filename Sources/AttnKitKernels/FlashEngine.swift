@@ -304,12 +304,13 @@ public enum FlashEngine {
             if options.halfPrecisionValues {
                 // fp16 P·V needs sums of 64 products of p <= 1 and |v| to stay well
                 // inside fp16's range (65504): |v| <= 256.
-                let largest = largestMagnitude(valueRows, count: packCount * valueDim)
-                valuesFinite = largest.isFinite
                 #if ATTNKIT_AVX512
+                let largest = attn_shim_twin_rows_f16(valueRows, packCount, valueDim, scratch.halfValues)
                 halfValues = largest <= 256
-                if halfValues { attn_shim_twin_rows_f16(valueRows, packCount, valueDim, scratch.halfValues) }
+                #else
+                let largest = largestMagnitude(valueRows, count: packCount * valueDim)
                 #endif
+                valuesFinite = largest.isFinite
             } else {
                 valuesFinite = allFinite(valueRows, count: packCount * valueDim)
             }

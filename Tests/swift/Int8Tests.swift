@@ -165,12 +165,18 @@ final class Int8Tests: XCTestCase {
                 var valueWords = [UInt32](repeating: 0, count: 64 * valueDim)
                 var halfProbabilities = [UInt16](repeating: 0, count: 64 * 64)
                 var out = start
-                valueRows.withUnsafeBufferPointer { v in
+                let largest = valueRows.withUnsafeBufferPointer { v in
                     attn_shim_twin_rows_f16(v.baseAddress!, keys, valueDim, &valueWords)
                 }
+                XCTAssertEqual(largest, valueRows.map { abs($0) }.max()!)
                 probabilities.withUnsafeBufferPointer { p in
                     attn_shim_f32_to_f16(p.baseAddress!, &halfProbabilities, keys * 64)
                 }
+                var poisoned = valueRows
+                poisoned[poisoned.count / 2] = valueDim % 2 == 0 ? .nan : -.infinity
+                var scratch = valueWords
+                XCTAssertEqual(poisoned.withUnsafeBufferPointer { attn_shim_twin_rows_f16($0.baseAddress!, keys, valueDim, &scratch) },
+                               .infinity)
                 for index in 0..<(keys * valueDim) {   // both halves of a twin word are fp16(v)
                     let bits = Float16(valueRows[index]).bitPattern
                     XCTAssertEqual(valueWords[index], UInt32(bits) | UInt32(bits) << 16)

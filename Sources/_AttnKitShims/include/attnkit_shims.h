@@ -74,17 +74,24 @@ static inline void attn_shim_f32_to_f16(const float *src, uint16_t *dst, long co
 // vbroadcastss, a pure load (vpbroadcastw would also take a shuffle port).
 
 // dst[row][e] = (fp16(src[row][e]), the same) for row < count, e < width,
-// from fp32 rows src[row][width].
-__attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
-static inline void attn_shim_twin_rows_f16(const float *src, long count, long width, uint32_t *dst) {
+// from fp32 rows src[row][width]. Returns the largest |src| (+inf if any value
+// is NaN or ±Inf), so that one pass both checks and converts; dst is written
+// whatever the values, and callers use it only if the result fits.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c")))
+static inline float attn_shim_twin_rows_f16(const float *src, long count, long width, uint32_t *dst) {
+    __m512 largest = _mm512_setzero_ps();
+    __mmask16 bad = 0;
     for (long row = 0; row < count; row++) {
         for (long e = 0; e < width; e += 16) {
             const __mmask16 lanes = width - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (width - e)) - 1);
-            const __m512i half = _mm512_cvtepu16_epi32(
-                _mm512_cvtps_ph(_mm512_maskz_loadu_ps(lanes, src + row * width + e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            const __m512 x = _mm512_maskz_loadu_ps(lanes, src + row * width + e);
+            largest = _mm512_max_ps(largest, _mm512_abs_ps(x));
+            bad |= _mm512_fpclass_ps_mask(x, 0x99);   // QNaN, SNaN, +Inf, −Inf
+            const __m512i half = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
             _mm512_mask_storeu_epi32(dst + row * width + e, lanes, _mm512_or_si512(half, _mm512_slli_epi32(half, 16)));
         }
     }
+    return bad ? __builtin_inff() : _mm512_reduce_max_ps(largest);
 }
 
 // e^x for the fp16 P of the int8 paths, x = s − m ≤ 0 (or −inf, or NaN), as
