@@ -126,7 +126,8 @@ static inline void attn_shim_softmax_f16(const float *scores, long keys, long ch
                                          float *rescale, uint16_t *probs) {
     const __m512 negative_infinity = _mm512_set1_ps(-__builtin_inff());
     for (long chunk = 0; chunk < chunks; chunk++) {
-        const float *column = scores + chunk * 16;
+        const float *column = scores + chunk * 16;   // lane i: row chunk·16 + i
+        // m_new = max(m_old, this tile's scores), in four chains of vmaxps.
         const __m512 old_max = _mm512_loadu_ps(row_max + chunk * 16);
         __m512 m0 = old_max, m1 = old_max, m2 = old_max, m3 = old_max;
         long key = 0;
@@ -138,16 +139,21 @@ static inline void attn_shim_softmax_f16(const float *scores, long keys, long ch
         }
         for (; key < keys; key++) m0 = _mm512_max_ps(_mm512_loadu_ps(column + key * 64), m0);
         const __m512 tile_max = _mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3));
+        // A row with every key so far excluded keeps m = −inf: it subtracts 0
+        // instead, so exp(−inf − (−inf)) is never evaluated, and its p are 0.
         const __mmask16 has_key = _mm512_cmp_ps_mask(tile_max, negative_infinity, _CMP_NEQ_UQ);
         const __m512 safe_max = _mm512_maskz_mov_ps(has_key, tile_max);
+        // exp(m_old − m_new) <= 1 re-expresses what O and l hold against the old
+        // maximum in units of the new one (P·V applies it to O).
         const __m512 shrink = _mm512_maskz_mov_ps(has_key, attn_shim_exp_f16_grade(_mm512_sub_ps(old_max, safe_max)));
         __m512 sum = _mm512_setzero_ps();
-        for (key = 0; key < keys; key++) {
+        for (key = 0; key < keys; key++) {   // p = exp(s − m_new), 0 for an excluded key (s = −inf)
             const __m512 p = attn_shim_exp_f16_grade(_mm512_sub_ps(_mm512_loadu_ps(column + key * 64), safe_max));
-            sum = _mm512_add_ps(sum, p);
+            sum = _mm512_add_ps(sum, p);   // l sums the fp32 p; P·V takes them rounded to fp16
             _mm256_storeu_si256((__m256i *)(probs + key * 64 + chunk * 16),
                                 _mm512_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
         }
+        // l_new = l_old·exp(m_old − m_new) + Σ_tile exp(s − m_new)
         _mm512_storeu_ps(row_sum + chunk * 16, _mm512_fmadd_ps(_mm512_loadu_ps(row_sum + chunk * 16), shrink, sum));
         _mm512_storeu_ps(row_max + chunk * 16, tile_max);
         _mm512_storeu_ps(rescale + chunk * 16, shrink);
