@@ -31,15 +31,16 @@ public enum Int8Quantizer {
                     include(FlashEngine.loadRow16(row + d, colStride: 1, count: 16) - load16(mean + d))
                 }
             }
-        }
-        for j in rows where !(source.colStride == 1 && count & 15 == 0) {
-            let row = source.pointer(j, 0)
-            var d = 0
-            while d < count {
-                let width = Swift.min(16, count - d)
-                include(FlashEngine.loadRow16(row + d &* source.colStride, colStride: source.colStride, count: width)
-                        - loadMean(mean + d, width))
-                d += 16
+        } else {
+            for j in rows {
+                let row = source.pointer(j, 0)
+                var d = 0
+                while d < count {
+                    let width = Swift.min(16, count - d)
+                    include(FlashEngine.loadRow16(row + d &* source.colStride, colStride: source.colStride, count: width)
+                            - loadMean(mean + d, width))
+                    d += 16
+                }
             }
         }
         #if ATTNKIT_AVX512
