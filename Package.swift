@@ -2,20 +2,46 @@
 import PackageDescription
 
 // Layout by ISA:
-// - AttnKitCore, AttnKit and AttnKitC are compiled for the baseline x86-64 ISA,
-//   so validation, planning and dispatch run on any CPU.
-// - The tiled kernels are compiled twice from the same file:
-//   AttnKitKernels for AVX-512 (cascadelake: F/CD/BW/DQ/VL and VNNI, FMA, F16C) and
-//   AttnKitKernelsPortable (symlinks to the same sources) for the baseline, and
-//   AttnKitKernelsBF16 (symlinks again) for cooperlake, which adds AVX512_BF16.
-//   AttnKit picks one at run time from CPUID; ATTNKIT_ISA=generic forces the
-//   portable one.
+// - AttnKitCore, AttnKit and AttnKitC are compiled for the baseline ISA of the
+//   host (x86-64 or arm64), so validation, planning and dispatch run on any CPU.
+// - The tiled kernels live in Sources/AttnKitKernels and are compiled once per
+//   tier; the other kernel folders hold symlinks to the same files
+//   (scripts/link_kernels.sh writes them; KernelMirrorTests checks them):
+//     AttnKitKernelsPortable  every CPU: Swift SIMD only (SSE2 on x86-64, NEON on arm64)
+//   and on x86-64 only:
+//     AttnKitKernelsAVX2      x86-64-v3: AVX2, FMA, F16C (haswell)
+//     AttnKitKernels          AVX-512 F/CD/BW/DQ/VL, VNNI, FMA, F16C (cascadelake)
+//     AttnKitKernelsBF16      the above plus AVX512_BF16 (cooperlake)
+//   AttnKit picks one build once, at first use, from CPUID (KernelDispatch.swift);
+//   ATTNKIT_ISA=generic|avx2|avx512|avx512_bf16 overrides the choice.
+// - Everything x86-specific sits behind the compilation condition ATTNKIT_X86,
+//   which this manifest sets only when it is built on x86-64.
 // Kernels build -Ounchecked in release: every bound they rely on is checked
 // once, up front, by the validating layer, which keeps Swift's checks.
 let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
-let avx512Flags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "cascadelake"]), .define("ATTNKIT_AVX512")]
-let bf16Flags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "cooperlake"]), .define("ATTNKIT_AVX512"),
-                                 .define("ATTNKIT_AVX512_BF16")]
+
+#if arch(x86_64)
+let x86: [SwiftSetting] = [.define("ATTNKIT_X86")]
+let avx2Flags: [SwiftSetting] = x86 + [.unsafeFlags(["-target-cpu", "haswell"]), .define("ATTNKIT_AVX2"),
+                                       .define("ATTNKIT_FMA")]
+let avx512Flags: [SwiftSetting] = x86 + [.unsafeFlags(["-target-cpu", "cascadelake"]), .define("ATTNKIT_AVX512"),
+                                         .define("ATTNKIT_FMA")]
+let bf16Flags: [SwiftSetting] = x86 + [.unsafeFlags(["-target-cpu", "cooperlake"]), .define("ATTNKIT_AVX512"),
+                                       .define("ATTNKIT_AVX512_BF16"), .define("ATTNKIT_FMA")]
+let x86KernelTargets: [Target] = [
+    .target(name: "AttnKitKernelsAVX2", dependencies: ["AttnKitCore", "_AttnKitShims"], path: "Sources/AttnKitKernelsAVX2",
+            swiftSettings: kernelFlags + avx2Flags),
+    .target(name: "AttnKitKernels", dependencies: ["AttnKitCore", "_AttnKitShims"], path: "Sources/AttnKitKernels",
+            swiftSettings: kernelFlags + avx512Flags),
+    .target(name: "AttnKitKernelsBF16", dependencies: ["AttnKitCore", "_AttnKitShims"], path: "Sources/AttnKitKernelsBF16",
+            swiftSettings: kernelFlags + bf16Flags),
+]
+let x86KernelNames: [Target.Dependency] = ["AttnKitKernelsAVX2", "AttnKitKernels", "AttnKitKernelsBF16"]
+#else
+let x86: [SwiftSetting] = []
+let x86KernelTargets: [Target] = []
+let x86KernelNames: [Target.Dependency] = []
+#endif
 
 let package = Package(
     name: "attnkit",
@@ -30,26 +56,22 @@ let package = Package(
         .systemLibrary(name: "CAttnKitABI", path: "Sources/CAttnKitABI"),
         .target(name: "_AttnKitShims", path: "Sources/_AttnKitShims"),
         .target(name: "AttnKitCore", path: "Sources/AttnKitCore", swiftSettings: kernelFlags),
-        .target(name: "AttnKitKernels", dependencies: ["AttnKitCore", "_AttnKitShims"], path: "Sources/AttnKitKernels",
-                swiftSettings: kernelFlags + avx512Flags),
-        .target(name: "AttnKitKernelsPortable", dependencies: ["AttnKitCore", "_AttnKitShims"], path: "Sources/AttnKitKernelsPortable",
-                swiftSettings: kernelFlags),
-        .target(name: "AttnKitKernelsBF16", dependencies: ["AttnKitCore", "_AttnKitShims"], path: "Sources/AttnKitKernelsBF16",
-                swiftSettings: kernelFlags + bf16Flags),
+        .target(name: "AttnKitKernelsPortable", dependencies: ["AttnKitCore", "_AttnKitShims"],
+                path: "Sources/AttnKitKernelsPortable", swiftSettings: kernelFlags),
         .target(
             name: "AttnKit",
-            dependencies: ["AttnKitCore", "AttnKitKernels", "AttnKitKernelsPortable", "AttnKitKernelsBF16", "COpenBLAS",
-                           "_AttnKitShims"],
+            dependencies: ["AttnKitCore", "AttnKitKernelsPortable", "COpenBLAS", "_AttnKitShims"] + x86KernelNames,
             path: "Sources/AttnKit",
-            swiftSettings: kernelFlags),
+            swiftSettings: kernelFlags + x86),
         .target(
             name: "AttnKitC",
             dependencies: ["AttnKit", "CAttnKitABI"],
             path: "Sources/AttnKitC"),
         .testTarget(
             name: "AttnKitTests",
-            dependencies: ["AttnKit", "AttnKitKernels", "AttnKitKernelsPortable", "AttnKitKernelsBF16"],
-            path: "Tests/swift"),
-    ],
+            dependencies: ["AttnKit", "_AttnKitShims"],
+            path: "Tests/swift",
+            swiftSettings: x86),
+    ] + x86KernelTargets,
     swiftLanguageModes: [.v5]
 )

@@ -89,17 +89,24 @@ attn_status attn_set_num_threads(int32_t num_threads);
 attn_status attn_get_num_threads(int32_t *num_threads);
 
 /* ---- Kernel ISA ----
- * The kernels are built for AVX-512 (F/CD/BW/DQ/VL and VNNI, FMA, F16C) and for the
- * baseline x86-64 ISA, and for AVX-512 with AVX512_BF16; CPUID picks AVX-512
- * when it is there, else the baseline. ATTNKIT_ISA=generic forces the baseline
- * and ATTNKIT_ISA=avx512_bf16 opts in to the bf16 build (vdpbf16ps QK^T for
- * bf16 inputs), which measured slower than the default where we benchmark. */
+ * The kernels are compiled once per tier: the portable build (Swift SIMD for the
+ * host's baseline ISA: SSE2 on x86-64, NEON on arm64) and, on x86-64 only,
+ * AVX2 (x86-64-v3), AVX-512 and AVX-512 with AVX512_BF16. CPUID picks the widest
+ * tier the CPU and OS support, once per process (on AMD CPUs with AVX512_BF16
+ * the bf16 tier, on Intel the AVX-512 tier). ATTNKIT_ISA=generic, avx2, avx512
+ * or avx512_bf16 overrides the choice; a tier the CPU cannot run falls back to
+ * the default. Codes are never renumbered; new tiers are appended. */
 enum {
     ATTN_ISA_GENERIC = 0,
     ATTN_ISA_AVX512 = 1,      /* cascadelake: F/CD/BW/DQ/VL, VNNI, FMA, F16C */
-    ATTN_ISA_AVX512_BF16 = 2  /* cooperlake: the above plus AVX512_BF16 */
+    ATTN_ISA_AVX512_BF16 = 2, /* cooperlake: the above plus AVX512_BF16 */
+    ATTN_ISA_AVX2 = 3         /* haswell (x86-64-v3): AVX2, FMA, F16C, BMI1/2 */
 };
+/* The tier the kernels run in this process. */
 attn_status attn_get_isa(int32_t *isa);
+/* The tiers this CPU can run in this build: bit (1u << ATTN_ISA_x) is set for
+ * each (ATTN_ISA_GENERIC always). Any of them can be forced with ATTNKIT_ISA. */
+attn_status attn_get_available_isas(uint32_t *mask);
 
 /* The dtype (ATTN_DTYPE_F16 or ATTN_DTYPE_F32) in which the int8 paths compute
  * P.V in this process: see attn_int8_sdpa_forward. */

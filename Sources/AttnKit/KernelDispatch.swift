@@ -1,96 +1,139 @@
 @_exported import AttnKitCore
-import AttnKitKernels
-import AttnKitKernelsBF16
 import AttnKitKernelsPortable
 import _AttnKitShims
+#if ATTNKIT_X86
+import AttnKitKernels
+import AttnKitKernelsAVX2
+import AttnKitKernelsBF16
+#endif
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
-/// The instruction sets the kernels are built for.
-public enum KernelISA: String, Sendable {
-    /// AVX-512 as below plus AVX512_BF16 (compiled as cooperlake): bf16 dot products.
-    case avx512bf16 = "avx512_bf16"
+/// The kernel builds (tiers). Raw values are the names ATTNKIT_ISA and
+/// attnkit.isa() use.
+public enum KernelISA: String, Sendable, CaseIterable {
+    /// Swift SIMD only, for the host's baseline ISA (SSE2 on x86-64, NEON on arm64).
+    case generic
+    /// x86-64-v3: AVX2, FMA, F16C (compiled as haswell).
+    case avx2
     /// AVX-512 F/CD/BW/DQ/VL and VNNI with FMA and F16C (compiled as cascadelake).
     case avx512
-    /// The baseline x86-64 build.
-    case generic
+    /// AVX-512 as above plus AVX512_BF16 (compiled as cooperlake): bf16 dot products.
+    case avx512bf16 = "avx512_bf16"
+
+    /// Whether this CPU (and its OS) can run the build: CPUID and XGETBV.
+    public var isSupported: Bool {
+        #if ATTNKIT_X86
+        switch self {
+        case .generic: return true
+        case .avx2: return attn_shim_cpu_has_avx2() != 0
+        case .avx512: return attn_shim_cpu_has_avx512() != 0
+        case .avx512bf16: return attn_shim_cpu_has_avx512_bf16() != 0
+        }
+        #else
+        return self == .generic
+        #endif
+    }
+
+    /// The build's kernels, or nil where this binary does not contain it (the
+    /// x86 tiers on arm64).
+    package var kernels: KernelSet.Type? {
+        switch self {
+        case .generic: return AttnKitKernelsPortable.Kernels.self
+        #if ATTNKIT_X86
+        case .avx2: return AttnKitKernelsAVX2.Kernels.self
+        case .avx512: return AttnKitKernels.Kernels.self
+        case .avx512bf16: return AttnKitKernelsBF16.Kernels.self
+        #else
+        default: return nil
+        #endif
+        }
+    }
 }
 
-/// Picks the kernel build at run time from CPUID (and the OS): AVX-512 when it
-/// is there, else the portable build. The AVX512_BF16 build is opt-in with
-/// ATTNKIT_ISA=avx512_bf16: its vdpbf16ps QKᵀ measured slower than the fp32 FMA
-/// path on this machine (vdpbf16ps ran at a quarter of vfmadd231ps's rate;
-/// benchmarks/bench_lowp.py), so it is not the default.
-/// ATTNKIT_ISA=generic or =avx512 forces those builds (tests run every build on
-/// one machine). No code compiled for an ISA runs before its check passes; a
-/// request the CPU cannot honour falls back to the best build it can run.
+/// Picks the kernel build once, at first use, and holds it for the process.
+///
+/// The default is the widest build the CPU runs, with one per-family rule:
+/// where the CPU has AVX512_BF16, the bf16 build (vdpbf16ps QKᵀ for bf16
+/// inputs) is the default on AMD (Zen 4 and later run vdpbf16ps at the FMA
+/// rate) and opt-in on Intel (Cooper Lake and Sapphire Rapids parts measured
+/// it at a quarter of the FMA rate; benchmarks/bench_lowp.py prints both).
+/// ATTNKIT_ISA=generic|avx2|avx512|avx512_bf16 overrides the default; a
+/// request this CPU cannot run falls back to the default. No code compiled
+/// for an ISA runs before its check passes.
 public enum KernelDispatch {
     public static let isa: KernelISA = {
         let requested = getenv("ATTNKIT_ISA").map { String(cString: $0).lowercased() } ?? ""
-        if requested == "generic" { return .generic }
-        if requested == "avx512_bf16" && attn_shim_cpu_has_avx512_bf16() != 0 { return .avx512bf16 }
-        return attn_shim_cpu_has_avx512() != 0 ? .avx512 : .generic
+        if let tier = KernelISA(rawValue: requested), tier.isSupported, tier.kernels != nil { return tier }
+        return defaultISA
+    }()
+
+    /// The build this CPU gets without ATTNKIT_ISA (see above).
+    public static let defaultISA: KernelISA = {
+        if KernelISA.avx512bf16.isSupported && cpuVendor == "AuthenticAMD" { return .avx512bf16 }
+        if KernelISA.avx512.isSupported { return .avx512 }
+        if KernelISA.avx2.isSupported { return .avx2 }
+        return .generic
+    }()
+
+    /// Every build this CPU can run, narrowest first.
+    public static var availableISAs: [KernelISA] {
+        KernelISA.allCases.filter { $0.isSupported && $0.kernels != nil }
+    }
+
+    /// The chosen build's kernels: every call into a kernel goes through this.
+    package static let kernels: KernelSet.Type = isa.kernels ?? AttnKitKernelsPortable.Kernels.self
+
+    /// CPUID's vendor string ("GenuineIntel", "AuthenticAMD"), empty off x86.
+    public static let cpuVendor: String = {
+        #if ATTNKIT_X86
+        var vendor = [CChar](repeating: 0, count: 13)
+        _ = attn_shim_cpu_family(&vendor)
+        return String(cString: vendor)
+        #else
+        return ""
+        #endif
     }()
 
     /// Whether the int8 paths run P·V with fp16 P and V (AVX512_FP16): each lane
     /// (one row) sums a 64-key tile's products in fp16, and tiles are added up
     /// in fp32. About 1e-3 relative error on top of int8
     /// QKᵀ's, well inside the int8 accuracy bars, at twice the fp32 FMA rate.
-    /// The default where the CPU has AVX512_FP16 and the AVX-512 kernels run;
+    /// The default where the CPU has AVX512_FP16 and an AVX-512 build runs;
     /// ATTNKIT_INT8_PV=fp32 keeps P·V in fp32, as it is everywhere else.
     public static let int8HalfPrecisionValues: Bool = {
+        #if ATTNKIT_X86
         let requested = getenv("ATTNKIT_INT8_PV").map { String(cString: $0).lowercased() } ?? ""
-        return requested != "fp32" && isa != .generic && attn_shim_cpu_has_avx512_fp16() != 0
+        return requested != "fp32" && (isa == .avx512 || isa == .avx512bf16) && attn_shim_cpu_has_avx512_fp16() != 0
+        #else
+        return false
+        #endif
     }()
 
     static func runFlash<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
-        switch isa {
-        case .avx512bf16: try AttnKitKernelsBF16.FlashEngine.run(units: units, options: options, threads: threads)
-        case .avx512: try AttnKitKernels.FlashEngine.run(units: units, options: options, threads: threads)
-        case .generic: try AttnKitKernelsPortable.FlashEngine.run(units: units, options: options, threads: threads)
-        }
+        try kernels.runFlash(units: units, options: options, threads: threads)
     }
 
     static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, keyAllowed: UnsafePointer<UInt8>?) {
-        switch isa {
-        case .avx512bf16: AttnKitKernelsBF16.RowSoftmax.run(row, count: count, keyAllowed: keyAllowed)
-        case .avx512: AttnKitKernels.RowSoftmax.run(row, count: count, keyAllowed: keyAllowed)
-        case .generic: AttnKitKernelsPortable.RowSoftmax.run(row, count: count, keyAllowed: keyAllowed)
-        }
+        kernels.softmaxRow(row, count: count, keyAllowed: keyAllowed)
     }
 
     static func centeredAbsMax<E: AttnStorage>(_ source: Strided2D<E>, rows: Range<Int>, mean: UnsafePointer<Float>,
                                                count: Int) -> Float {
-        switch isa {
-        case .avx512bf16: AttnKitKernelsBF16.Int8Quantizer.centeredAbsMax(source, rows: rows, mean: mean, count: count)
-        case .avx512: AttnKitKernels.Int8Quantizer.centeredAbsMax(source, rows: rows, mean: mean, count: count)
-        case .generic: AttnKitKernelsPortable.Int8Quantizer.centeredAbsMax(source, rows: rows, mean: mean, count: count)
-        }
+        kernels.centeredAbsMax(source, rows: rows, mean: mean, count: count)
     }
 
     static func quantizeRow<E: AttnStorage>(_ row: UnsafePointer<E>, colStride: Int, mean: UnsafePointer<Float>,
                                             inverse: Float, count: Int,
                                             into levels: UnsafeMutablePointer<Int8>) -> (sum: Int32, finite: Bool) {
-        switch isa {
-        case .avx512bf16:
-            AttnKitKernelsBF16.Int8Quantizer.quantizeRow(row, colStride: colStride, mean: mean, inverse: inverse,
-                                                         count: count, into: levels)
-        case .avx512:
-            AttnKitKernels.Int8Quantizer.quantizeRow(row, colStride: colStride, mean: mean, inverse: inverse,
-                                                     count: count, into: levels)
-        case .generic:
-            AttnKitKernelsPortable.Int8Quantizer.quantizeRow(row, colStride: colStride, mean: mean, inverse: inverse,
-                                                             count: count, into: levels)
-        }
+        kernels.quantizeRow(row, colStride: colStride, mean: mean, inverse: inverse, count: count, into: levels)
     }
 
     static func addRows<E: AttnStorage>(_ source: Strided2D<E>, rows: Range<Int>, count: Int,
                                         into totals: UnsafeMutablePointer<Float>) {
-        switch isa {
-        case .avx512bf16: AttnKitKernelsBF16.Int8Quantizer.addRows(source, rows: rows, count: count, into: totals)
-        case .avx512: AttnKitKernels.Int8Quantizer.addRows(source, rows: rows, count: count, into: totals)
-        case .generic: AttnKitKernelsPortable.Int8Quantizer.addRows(source, rows: rows, count: count, into: totals)
-        }
+        kernels.addRows(source, rows: rows, count: count, into: totals)
     }
 }

@@ -97,11 +97,25 @@ func statusCode(_ error: AttnError) -> Int {
 public func attn_get_isa(_ isa: UnsafeMutablePointer<Int32>?) -> attn_status {
     withStatus("attn_get_isa") {
         guard let isa else { throw ABIError(status: ATTN_ERR_NULL_POINTER, message: "isa must not be NULL") }
-        switch KernelDispatch.isa {
-        case .avx512bf16: isa.pointee = Int32(ATTN_ISA_AVX512_BF16)
-        case .avx512: isa.pointee = Int32(ATTN_ISA_AVX512)
-        case .generic: isa.pointee = Int32(ATTN_ISA_GENERIC)
-        }
+        isa.pointee = isaCode(KernelDispatch.isa)
+    }
+}
+
+@_cdecl("attn_get_available_isas")
+public func attn_get_available_isas(_ mask: UnsafeMutablePointer<UInt32>?) -> attn_status {
+    withStatus("attn_get_available_isas") {
+        guard let mask else { throw ABIError(status: ATTN_ERR_NULL_POINTER, message: "mask must not be NULL") }
+        mask.pointee = KernelDispatch.availableISAs.reduce(0) { $0 | (1 << UInt32(isaCode($1))) }
+    }
+}
+
+/// The header's ATTN_ISA_* code of a tier.
+func isaCode(_ isa: KernelISA) -> Int32 {
+    switch isa {
+    case .generic: return Int32(ATTN_ISA_GENERIC)
+    case .avx2: return Int32(ATTN_ISA_AVX2)
+    case .avx512: return Int32(ATTN_ISA_AVX512)
+    case .avx512bf16: return Int32(ATTN_ISA_AVX512_BF16)
     }
 }
 

@@ -160,17 +160,8 @@ extension FlashEngine {
         #endif
     }
 
-    /// Where and how int8ScoreTile writes fp32 scores: scores[key][row] =
-    /// acc · rowScales[row] · keyScales[key].
-    package struct ScoreScales {
-        let rowScales: UnsafePointer<Float>
-        let keyScales: UnsafePointer<Float>
-        let scores: UnsafeMutablePointer<Float>
-
-        package init(rowScales: UnsafePointer<Float>, keyScales: UnsafePointer<Float>, scores: UnsafeMutablePointer<Float>) {
-            self.rowScales = rowScales; self.keyScales = keyScales; self.scores = scores
-        }
-    }
+    /// Where and how int8ScoreTile writes fp32 scores (defined in AttnKitCore, for KernelSet).
+    package typealias ScoreScales = Int8ScoreScales
 
     #if ATTNKIT_AVX512
     /// Stores four 16-row accumulators minus 128·Σk8 (the u8 shift of the queries).

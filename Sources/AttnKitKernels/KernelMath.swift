@@ -1,16 +1,16 @@
-// Compiled once per ISA (AttnKitKernels for AVX-512, AttnKitKernelsPortable for
-// the baseline; the second is a symlink to this file).
+// Compiled once per ISA tier (see Package.swift); the other kernel folders
+// link to this file.
 import AttnKitCore
 #if ATTNKIT_AVX512
 import _Builtin_intrinsics.intel
 #endif
 
-/// a·b + c, fused where the build targets a CPU with FMA (the native AVX-512
-/// build); the portable build keeps a separate multiply and add, because
+/// a·b + c, fused where the build targets a CPU with FMA (the AVX2 and AVX-512
+/// builds); the portable build keeps a separate multiply and add, because
 /// SIMD's addingProduct is a lane loop of fmaf calls without FMA hardware.
 @_transparent
 public func multiplyAdd(_ a: SIMD16<Float>, _ b: SIMD16<Float>, _ c: SIMD16<Float>) -> SIMD16<Float> {
-    #if ATTNKIT_AVX512
+    #if ATTNKIT_FMA
     return c.addingProduct(a, b)
     #else
     return a * b + c
@@ -34,15 +34,6 @@ public func fastExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
     return fastExpPortable(x)
     #endif
 }
-
-/// fastExp behind a call, compiled for this module's ISA, for callers built
-/// for another CPU (the tests): inlining the AVX-512 version there would not compile.
-@inline(never)
-public func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> { fastExp(x) }
-
-/// softmaxExp behind a call, for the same reason.
-@inline(never)
-public func softmaxExp16(_ x: SIMD16<Float>) -> SIMD16<Float> { softmaxExp(x) }
 
 #if ATTNKIT_AVX512
 /// e^x for 16 floats with AVX-512's vscalefps, about half the instructions of

@@ -197,7 +197,12 @@ int main(void) {
     CHECK(attn_get_int8_pv_dtype(&pv_dtype) == ATTN_OK && (pv_dtype == ATTN_DTYPE_F16 || pv_dtype == ATTN_DTYPE_F32),
           "int8 P.V dtype %d", pv_dtype);
     CHECK(attn_get_int8_pv_dtype(NULL) == ATTN_ERR_NULL_POINTER, "NULL dtype");
-    CHECK(attn_get_isa(&isa) == ATTN_OK && (isa == ATTN_ISA_GENERIC || isa == ATTN_ISA_AVX512 || isa == ATTN_ISA_AVX512_BF16), "isa %d", isa);
+    CHECK(attn_get_isa(&isa) == ATTN_OK && (isa == ATTN_ISA_GENERIC || isa == ATTN_ISA_AVX512 || isa == ATTN_ISA_AVX512_BF16 ||
+                                             isa == ATTN_ISA_AVX2), "isa %d", isa);
+    uint32_t isas = 0;
+    CHECK(attn_get_available_isas(&isas) == ATTN_OK && (isas & 1u) && (isas & (1u << isa)) && isas < 16u,
+          "available isas 0x%x (running %d)", isas, isa);
+    CHECK(attn_get_available_isas(NULL) == ATTN_ERR_NULL_POINTER, "NULL isa mask accepted");
 
     int32_t threads = 0;
     CHECK(attn_get_num_threads(&threads) == ATTN_OK && threads >= 1, "threads %d", threads);

@@ -1,9 +1,6 @@
 import XCTest
 import Foundation
 import AttnKit
-import AttnKitKernels
-import AttnKitKernelsPortable
-import AttnKitKernelsBF16
 
 /// The optimized eager kernel against its plain reference twin.
 final class EagerTests: XCTestCase {
@@ -129,41 +126,38 @@ final class EagerTests: XCTestCase {
         }
     }
 
-    /// Every build's vectorized exp (fastExp, and the softmax's clamp-free
+    /// Each tier's vectorized exp (fastExp, and the softmax's clamp-free
     /// softmaxExp on x <= 0) against libm's over its range, then special values.
-    func testFastExpMatchesLibm() {
-        checkExp("fastExp", range: -87...88, [
-            ("avx512", { AttnKitKernels.exp16($0) }), ("generic", { AttnKitKernelsPortable.exp16($0) }),
-            ("avx512_bf16", { AttnKitKernelsBF16.exp16($0) }),
-        ], specials: [(-.infinity, 0), (.infinity, .infinity), (-100, 0), (100, .infinity), (0, 1)])
-        checkExp("softmaxExp", range: -87...0, [
-            ("avx512", { AttnKitKernels.softmaxExp16($0) }), ("generic", { AttnKitKernelsPortable.softmaxExp16($0) }),
-            ("avx512_bf16", { AttnKitKernelsBF16.softmaxExp16($0) }),
-        ], specials: [(-.infinity, 0), (-100, 0), (-1e30, 0), (-.greatestFiniteMagnitude, 0), (0, 1), (-87.4, 0)])
+    func testFastExpMatchesLibmGeneric() throws { try checkExp(tierKernels(.generic)) }
+    func testFastExpMatchesLibmAVX2() throws { try checkExp(tierKernels(.avx2)) }
+    func testFastExpMatchesLibmAVX512() throws { try checkExp(tierKernels(.avx512)) }
+    func testFastExpMatchesLibmAVX512BF16() throws { try checkExp(tierKernels(.avx512bf16)) }
+
+    func checkExp(_ kernels: KernelSet.Type, file: StaticString = #filePath, line: UInt = #line) {
+        checkExp("fastExp", kernels.tierName, range: -87...88, { kernels.exp16($0) },
+                 specials: [(-.infinity, 0), (.infinity, .infinity), (-100, 0), (100, .infinity), (0, 1)])
+        checkExp("softmaxExp", kernels.tierName, range: -87...0, { kernels.softmaxExp16($0) },
+                 specials: [(-.infinity, 0), (-100, 0), (-1e30, 0), (-.greatestFiniteMagnitude, 0), (0, 1), (-87.4, 0)])
     }
 
-    func checkExp(_ label: String, range: ClosedRange<Float>,
-                  _ builds: [(String, (SIMD16<Float>) -> SIMD16<Float>)], specials: [(Float, Float)],
-                  file: StaticString = #filePath, line: UInt = #line) {
-        for (name, exp) in builds where name == "generic" || (name == "avx512" && KernelDispatch.isa != .generic)
-                                        || KernelDispatch.isa == .avx512bf16 {
-            var worst = 0.0
-            var x = range.lowerBound
-            while x <= range.upperBound {
-                let lanes = SIMD16<Float>((0..<16).map { Swift.min(range.upperBound, x + Float($0) * 0.0007) })
-                let result = exp(lanes)
-                for lane in 0..<16 {
-                    let exact = Foundation.exp(Double(lanes[lane]))
-                    worst = max(worst, abs(Double(result[lane]) - exact) / exact)
-                }
-                x += 0.0113
+    func checkExp(_ label: String, _ name: String, range: ClosedRange<Float>, _ exp: (SIMD16<Float>) -> SIMD16<Float>,
+                  specials: [(Float, Float)], file: StaticString = #filePath, line: UInt = #line) {
+        var worst = 0.0
+        var x = range.lowerBound
+        while x <= range.upperBound {
+            let lanes = SIMD16<Float>((0..<16).map { Swift.min(range.upperBound, x + Float($0) * 0.0007) })
+            let result = exp(lanes)
+            for lane in 0..<16 {
+                let exact = Foundation.exp(Double(lanes[lane]))
+                worst = max(worst, abs(Double(result[lane]) - exact) / exact)
             }
-            XCTAssertLessThan(worst, 2.5e-7, "relative error of \(label) (\(name))", file: file, line: line)
-            XCTAssertTrue(exp(SIMD16<Float>(repeating: .nan))[0].isNaN, "\(label) (\(name)) of NaN", file: file, line: line)
-            for (input, expected) in specials {
-                XCTAssertEqual(exp(SIMD16<Float>(repeating: input))[0], expected, "\(label) (\(name)) of \(input)",
-                               file: file, line: line)
-            }
+            x += 0.0113
+        }
+        XCTAssertLessThan(worst, 2.5e-7, "relative error of \(label) (\(name))", file: file, line: line)
+        XCTAssertTrue(exp(SIMD16<Float>(repeating: .nan))[0].isNaN, "\(label) (\(name)) of NaN", file: file, line: line)
+        for (input, expected) in specials {
+            XCTAssertEqual(exp(SIMD16<Float>(repeating: input))[0], expected, "\(label) (\(name)) of \(input)",
+                           file: file, line: line)
         }
     }
 

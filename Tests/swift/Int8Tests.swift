@@ -2,13 +2,29 @@ import XCTest
 import Foundation
 import AttnKit
 import AttnKitCore
-import AttnKitKernels
-import AttnKitKernelsPortable
+#if ATTNKIT_X86
 import _AttnKitShims
+#endif
 
-/// The int8 QKᵀ tile (vpdpbusd on AVX-512 VNNI, lane loops in the portable
-/// build) against a plain scalar twin: int32 results must be exactly equal.
+/// The int8 QKᵀ tile (vpdpbusd on AVX-512 VNNI, vpmaddwd on AVX2, lane loops
+/// in the portable build) against a plain scalar twin: int32 results must be
+/// exactly equal. Kernel-level tests run once per tier (skipped where the CPU
+/// lacks it).
 final class Int8Tests: XCTestCase {
+    func testTileMatchesScalarTwinExactlyGeneric() throws { checkTile(try tierKernels(.generic)) }
+    func testTileMatchesScalarTwinExactlyAVX2() throws { checkTile(try tierKernels(.avx2)) }
+    func testTileMatchesScalarTwinExactlyAVX512() throws { checkTile(try tierKernels(.avx512)) }
+    func testTileMatchesScalarTwinExactlyAVX512BF16() throws { checkTile(try tierKernels(.avx512bf16)) }
+    func testFusedDequantizationMatchesTwoStepsGeneric() throws { checkFusedDequantization(try tierKernels(.generic)) }
+    func testFusedDequantizationMatchesTwoStepsAVX2() throws { checkFusedDequantization(try tierKernels(.avx2)) }
+    func testFusedDequantizationMatchesTwoStepsAVX512() throws { checkFusedDequantization(try tierKernels(.avx512)) }
+    func testRowQuantizerMatchesScalarTwinGeneric() throws { checkRowQuantizer(try tierKernels(.generic)) }
+    func testRowQuantizerMatchesScalarTwinAVX2() throws { checkRowQuantizer(try tierKernels(.avx2)) }
+    func testRowQuantizerMatchesScalarTwinAVX512() throws { checkRowQuantizer(try tierKernels(.avx512)) }
+    func testColumnSumsMatchPlainTwinGeneric() throws { checkColumnSums(try tierKernels(.generic)) }
+    func testColumnSumsMatchPlainTwinAVX2() throws { checkColumnSums(try tierKernels(.avx2)) }
+    func testColumnSumsMatchPlainTwinAVX512() throws { checkColumnSums(try tierKernels(.avx512)) }
+
     /// Σ_d q8[row][d]·k8[key][d] from the same packed operands, written out plainly.
     func scalarTwin(queryU8: [UInt8], groups: Int, keys: [Int8], keyCount: Int) -> [Int32] {
         var result = [Int32](repeating: 0, count: keyCount * 64)
@@ -25,33 +41,46 @@ final class Int8Tests: XCTestCase {
         return result
     }
 
-    func testTileMatchesScalarTwinExactly() {
+    /// Random operands, then all-±127 ones (every product at its extreme, so
+    /// pair and quad sums saturate wherever a kernel's int16 step could).
+    func checkTile(_ kernels: KernelSet.Type) {
+        let name = kernels.tierName
         var rng = SplitMix64(seed: 8)
-        let builds: [(String, (UnsafePointer<UInt8>, Int, UnsafePointer<Int8>, UnsafePointer<Int32>, Int, UnsafeMutablePointer<Int32>) -> Void)] = [
-            ("avx512-vnni", { AttnKitKernels.FlashEngine.int8ScoreTile(queryU8: $0, groups: $1, keys: $2, keySums: $3, keyCount: $4, into: $5) }),
-            ("generic", { AttnKitKernelsPortable.FlashEngine.int8ScoreTile(queryU8: $0, groups: $1, keys: $2, keySums: $3, keyCount: $4, into: $5) }),
-        ]
-        for (name, tile) in builds where name == "generic" || KernelDispatch.isa != .generic {
+        // 0: random; 1: q = k = 127; 2: q = −127, k = 127; 3: q = 127, k = −127; 4: signs alternating by d.
+        for pattern in 0..<5 {
+            func level(_ d: Int, query: Bool) -> Int8 {
+                switch pattern {
+                case 0: return Int8.random(in: -127...127, using: &rng)
+                case 1: return 127
+                case 2: return query ? -127 : 127
+                case 3: return query ? 127 : -127
+                default: return query ? 127 : (d % 2 == 0 ? 127 : -127)
+                }
+            }
             for dim in [1, 7, 17, 33, 65, 127] {
                 for keyCount in [1, 7, 17, 33, 65, 127] {
                     let groups = (dim + 3) / 4
                     var query = [UInt8](repeating: 128, count: groups * 64 * 4)
                     for row in 0..<64 {
-                        for d in 0..<dim { query[((d / 4) * 64 + row) * 4 + d % 4] = UInt8.random(in: 1...255, using: &rng) }
+                        for d in 0..<dim {
+                            query[((d / 4) * 64 + row) * 4 + d % 4] = UInt8(Int(level(d, query: true)) + 128)
+                        }
                     }
                     var keys = [Int8](repeating: 0, count: keyCount * groups * 4)
                     for key in 0..<keyCount {
-                        for d in 0..<dim { keys[key * groups * 4 + d] = Int8.random(in: -127...127, using: &rng) }
+                        for d in 0..<dim { keys[key * groups * 4 + d] = level(d, query: false) }
                     }
                     let sums: [Int32] = (0..<keyCount).map { key in (0..<(groups * 4)).reduce(0) { $0 + Int32(keys[key * groups * 4 + $1]) } }
                     var result = [Int32](repeating: -1, count: keyCount * 64)
                     query.withUnsafeBufferPointer { q in keys.withUnsafeBufferPointer { k in sums.withUnsafeBufferPointer { s in
                         result.withUnsafeMutableBufferPointer { r in
-                            tile(q.baseAddress!, groups, k.baseAddress!, s.baseAddress!, keyCount, r.baseAddress!)
+                            kernels.int8ScoreTile(queryU8: q.baseAddress!, groups: groups, keys: k.baseAddress!,
+                                                  keySums: s.baseAddress!, keyCount: keyCount, into: r.baseAddress!,
+                                                  dequantize: nil)
                         }
                     }}}
                     XCTAssertEqual(result, scalarTwin(queryU8: query, groups: groups, keys: keys, keyCount: keyCount),
-                                   "\(name) D\(dim) keys\(keyCount)")
+                                   "\(name) pattern \(pattern) D\(dim) keys\(keyCount)")
                 }
             }
         }
@@ -59,7 +88,7 @@ final class Int8Tests: XCTestCase {
 
     /// The engine's fused path (fp32 scores written from the VNNI registers)
     /// against the two steps it replaces: exact int32 tile, then dequantizeScores.
-    func testFusedDequantizationMatchesTwoSteps() {
+    func checkFusedDequantization(_ kernels: KernelSet.Type) {
         var rng = SplitMix64(seed: 12)
         for dim in [1, 17, 64, 111] {
             for keyCount in [1, 7, 64] {
@@ -74,29 +103,29 @@ final class Int8Tests: XCTestCase {
                 query.withUnsafeBufferPointer { q in keys.withUnsafeBufferPointer { k in sums.withUnsafeBufferPointer { s in
                 rowScales.withUnsafeBufferPointer { rs in keyScales.withUnsafeBufferPointer { ks in
                 exact.withUnsafeMutableBufferPointer { e in
-                    AttnKitKernels.FlashEngine.int8ScoreTile(queryU8: q.baseAddress!, groups: groups, keys: k.baseAddress!,
-                                                             keySums: s.baseAddress!, keyCount: keyCount, into: e.baseAddress!)
+                    kernels.int8ScoreTile(queryU8: q.baseAddress!, groups: groups, keys: k.baseAddress!,
+                                          keySums: s.baseAddress!, keyCount: keyCount, into: e.baseAddress!, dequantize: nil)
                     twoSteps.withUnsafeMutableBufferPointer { t in
-                        AttnKitKernels.FlashEngine.dequantizeScores(e.baseAddress!, rowScales: rs.baseAddress!,
-                                                                    keyScales: ks.baseAddress!, keyCount: keyCount,
-                                                                    into: t.baseAddress!)
+                        kernels.dequantizeScores(e.baseAddress!, rowScales: rs.baseAddress!, keyScales: ks.baseAddress!,
+                                                 keyCount: keyCount, into: t.baseAddress!)
                     }
                     fused.withUnsafeMutableBufferPointer { f in
-                        let scales = AttnKitKernels.FlashEngine.ScoreScales(rowScales: rs.baseAddress!, keyScales: ks.baseAddress!,
-                                                                            scores: f.baseAddress!)
-                        AttnKitKernels.FlashEngine.int8ScoreTile(queryU8: q.baseAddress!, groups: groups, keys: k.baseAddress!,
-                                                                 keySums: s.baseAddress!, keyCount: keyCount,
-                                                                 into: e.baseAddress!, dequantize: scales)
+                        let scales = Int8ScoreScales(rowScales: rs.baseAddress!, keyScales: ks.baseAddress!,
+                                                     scores: f.baseAddress!)
+                        kernels.int8ScoreTile(queryU8: q.baseAddress!, groups: groups, keys: k.baseAddress!,
+                                              keySums: s.baseAddress!, keyCount: keyCount,
+                                              into: e.baseAddress!, dequantize: scales)
                     }
                 }}}}}}
-                XCTAssertEqual(fused, twoSteps, "D\(dim) keys\(keyCount)")
+                XCTAssertEqual(fused, twoSteps, "\(kernels.tierName) D\(dim) keys\(keyCount)")
             }
         }
     }
 
     /// The vectorized row quantizer (AVX-512 build) and the portable one against
     /// a scalar twin: the same levels, sums and finiteness, ties rounding to even.
-    func testRowQuantizerMatchesScalarTwin() {
+    func checkRowQuantizer(_ kernels: KernelSet.Type) {
+        let name = kernels.tierName
         var rng = SplitMix64(seed: 21)
         for count in [1, 7, 16, 17, 33, 64, 65, 127] {
             for trial in 0..<3 {
@@ -115,26 +144,16 @@ final class Int8Tests: XCTestCase {
                     expected[d] = Int8(level)
                     expectedSum += Int32(level)
                 }
-                let quantizers: [(String, (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Int8>) -> (Int32, Bool, Float))] = [
-                    ("avx512", { r, m, out in
-                        let (sum, finite) = AttnKitKernels.Int8Quantizer.quantizeRow(r, colStride: 1, mean: m, inverse: inverse,
-                                                                                     count: count, into: out)
-                        let largest = AttnKitKernels.Int8Quantizer.centeredAbsMax(Strided2D(base: r, rowStride: count, colStride: 1),
-                                                                                  rows: 0..<1, mean: m, count: count)
-                        return (sum, finite, largest)
-                    }),
-                    ("generic", { r, m, out in
-                        let (sum, finite) = AttnKitKernelsPortable.Int8Quantizer.quantizeRow(r, colStride: 1, mean: m, inverse: inverse,
-                                                                                             count: count, into: out)
-                        let largest = AttnKitKernelsPortable.Int8Quantizer.centeredAbsMax(
-                            Strided2D(base: r, rowStride: count, colStride: 1), rows: 0..<1, mean: m, count: count)
-                        return (sum, finite, largest)
-                    }),
-                ]
-                for (name, quantize) in quantizers where name == "generic" || KernelDispatch.isa != .generic {
+                do {
                     var levels = [Int8](repeating: 99, count: count)
                     let (sum, finite, largest) = row.withUnsafeBufferPointer { r in mean.withUnsafeBufferPointer { m in
-                        levels.withUnsafeMutableBufferPointer { quantize(r.baseAddress!, m.baseAddress!, $0.baseAddress!) }
+                        levels.withUnsafeMutableBufferPointer { out in
+                            let (sum, finite) = kernels.quantizeRow(r.baseAddress!, colStride: 1, mean: m.baseAddress!,
+                                                                    inverse: inverse, count: count, into: out.baseAddress!)
+                            let largest = kernels.centeredAbsMax(Strided2D(base: r.baseAddress!, rowStride: count, colStride: 1),
+                                                                 rows: 0..<1, mean: m.baseAddress!, count: count)
+                            return (sum, finite, largest)
+                        }
                     }}
                     XCTAssertEqual(finite, expectedFinite, "\(name) count \(count) trial \(trial)")
                     XCTAssertEqual(largest, expectedMax, "\(name) count \(count) trial \(trial)")
@@ -152,8 +171,9 @@ final class Int8Tests: XCTestCase {
     /// fp16-rounded P and V: odd value dims (the 8-, 2- and 1-dim loops) and odd
     /// key counts. The bound is the fp16 accumulation's own: each of the `keys`
     /// fp16 roundings errs by at most 2^-11 of a partial sum no larger than Σ|p·v|.
+    #if ATTNKIT_X86
     func testHalfPrecisionValueTileMatchesPlainTwin() throws {
-        try XCTSkipUnless(attn_shim_cpu_has_avx512_fp16() != 0, "needs AVX512_FP16")
+        if attn_shim_cpu_has_avx512_fp16() == 0 { throw XCTSkip("CPU lacks AVX512_FP16: the fp16 P·V tile not run") }
         var rng = SplitMix64(seed: 11)
         func half(_ x: Float) -> Double { Double(Float(Float16(x))) }
         for valueDim in [1, 3, 4, 5, 9, 59, 64] {
@@ -207,7 +227,7 @@ final class Int8Tests: XCTestCase {
     /// exp's 2.6e-6 and 14·2^-24 from rounding t = x·log2(e) where fp16 is
     /// normal, and 2^-25 absolute for fp16 subnormals).
     func testHalfPrecisionSoftmaxMatchesPlainTwin() throws {
-        try XCTSkipUnless(KernelDispatch.isa != .generic, "needs the AVX-512 kernels")
+        if attn_shim_cpu_has_avx512() == 0 { throw XCTSkip("CPU lacks AVX-512: the fp16 softmax step not run") }
         var rng = SplitMix64(seed: 12)
         for keys in [1, 3, 17, 64] {
             for chunks in 1...4 {
@@ -250,11 +270,14 @@ final class Int8Tests: XCTestCase {
         }
     }
 
+    #endif
+
     /// The smoothing mean's column sums (row by row for whole vectors of
     /// contiguous rows, column-wise otherwise) against fp64 sums of the same
     /// values, for both builds: 300 rows of N(0,1)·(1 + 10·column) values, so
     /// the fp32 sums must stay within 300 roundings of the largest partial sum.
-    func testColumnSumsMatchPlainTwin() {
+    func checkColumnSums(_ kernels: KernelSet.Type) {
+        let name = kernels.tierName
         var rng = SplitMix64(seed: 13)
         for (count, colStride) in [(64, 1), (48, 1), (17, 1), (64, 2), (5, 3)] {
             let rows = 300
@@ -263,13 +286,11 @@ final class Int8Tests: XCTestCase {
             }
             data.withUnsafeBufferPointer { buffer in
                 let source = Strided2D(base: buffer.baseAddress!, rowStride: count * colStride, colStride: colStride)
-                let builds: [(String, (UnsafeMutablePointer<Float>) -> Void)] = [
-                    ("avx512", { AttnKitKernels.Int8Quantizer.addRows(source, rows: 0..<rows, count: count, into: $0) }),
-                    ("generic", { AttnKitKernelsPortable.Int8Quantizer.addRows(source, rows: 0..<rows, count: count, into: $0) }),
-                ]
-                for (name, addRows) in builds where name == "generic" || KernelDispatch.isa != .generic {
+                do {
                     var totals = [Float](repeating: 0, count: count)
-                    totals.withUnsafeMutableBufferPointer { addRows($0.baseAddress!) }
+                    totals.withUnsafeMutableBufferPointer {
+                        kernels.addRows(source, rows: 0..<rows, count: count, into: $0.baseAddress!)
+                    }
                     for d in 0..<count {
                         var exact = 0.0, magnitude = 0.0
                         for j in 0..<rows {

@@ -31,3 +31,22 @@ func assertClose<T: BinaryFloatingPoint>(_ actual: [T], _ expected: [T], toleran
     }
     XCTAssertLessThanOrEqual(maxError, tolerance * maxMagnitude, "\(label): max error \(maxError)", file: file, line: line)
 }
+
+/// The kernels of one tier, for tests that call a kernel build directly; the
+/// test is skipped, with the reason, where this CPU (or this build) cannot run it.
+func tierKernels(_ tier: KernelISA) throws -> KernelSet.Type {
+    guard let kernels = tier.kernels else {
+        throw XCTSkip("\(tier.rawValue) kernels are x86-64 only; this build has none")
+    }
+    guard tier.isSupported else {
+        let needs: String
+        switch tier {
+        case .generic: needs = "nothing"
+        case .avx2: needs = "AVX2/FMA/F16C (x86-64-v3)"
+        case .avx512: needs = "AVX-512 (F/CD/BW/DQ/VL, VNNI)"
+        case .avx512bf16: needs = "AVX512_BF16"
+        }
+        throw XCTSkip("CPU lacks \(needs): \(tier.rawValue) kernels not run")
+    }
+    return kernels
+}

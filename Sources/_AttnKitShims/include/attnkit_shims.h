@@ -2,20 +2,78 @@
 #ifndef ATTNKIT_SHIMS_H
 #define ATTNKIT_SHIMS_H
 
-#include <cpuid.h>
 #include <stdint.h>
 
-// 1 if the CPU and the OS support what attnkit's AVX-512 kernels (compiled as
-// cascadelake) execute: AVX-512 F/CD/BW/DQ/VL and VNNI, FMA, F16C, with the
-// OS saving the zmm and mask state.
-static inline int attn_shim_cpu_has_avx512(void) {
+// Asks for the cache line holding p to be brought into L2 (prefetcht1 on
+// x86-64, prfm pldl2keep on arm64); a hint that never faults. Swift has no
+// prefetch of its own.
+static inline void attn_shim_prefetch_l2(const void *p) {
+    __builtin_prefetch(p, 0, 2);
+}
+
+// Everything below is x86-64 only. ATTNKIT_SHIMS_PORTABLE_ONLY lets an x86
+// machine compile the portable build exactly as arm64 sees this header
+// (scripts/check_portable.sh).
+#if defined(__x86_64__) && !defined(ATTNKIT_SHIMS_PORTABLE_ONLY)
+#define ATTNKIT_SHIMS_X86 1
+#include <cpuid.h>
+
+// XCR0 (which register states the OS saves), or 0 where the CPU has no XGETBV.
+static inline uint64_t attn_shim_xcr0(void) {
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
-    const int osxsave = (ecx >> 27) & 1, fma = (ecx >> 12) & 1, f16c = (ecx >> 29) & 1;
-    if (!osxsave || !fma || !f16c) return 0;
-    unsigned xcr0_lo, xcr0_hi;
-    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    if ((xcr0_lo & 0xE6) != 0xE6) return 0;  // SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM
+    if (!((ecx >> 27) & 1)) return 0;   // OSXSAVE
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+// 1 if the CPU and the OS support what the AVX2 kernels (compiled as haswell,
+// x86-64-v3) execute: AVX, AVX2, FMA, F16C, BMI1, BMI2, LZCNT, MOVBE, with the
+// OS saving the xmm and ymm state.
+static inline int attn_shim_cpu_has_avx2(void) {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
+    const int fma = (ecx >> 12) & 1, movbe = (ecx >> 22) & 1, avx = (ecx >> 28) & 1, f16c = (ecx >> 29) & 1;
+    if (!fma || !movbe || !avx || !f16c) return 0;
+    if ((attn_shim_xcr0() & 0x6) != 0x6) return 0;   // SSE and AVX state
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
+    const int bmi1 = (ebx >> 3) & 1, avx2 = (ebx >> 5) & 1, bmi2 = (ebx >> 8) & 1;
+    if (!bmi1 || !avx2 || !bmi2) return 0;
+    if (!__get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx)) return 0;
+    return (ecx >> 5) & 1;   // LZCNT (ABM)
+}
+
+// 1 if the CPU has AVX-VNNI (vpdpbusd on ymm without AVX-512: Alder Lake and
+// later, Zen 5) on top of the AVX2 kernels' features.
+static inline int attn_shim_cpu_has_avx_vnni(void) {
+    if (!attn_shim_cpu_has_avx2()) return 0;
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return 0;
+    return (eax >> 4) & 1;
+}
+
+// CPUID's vendor ("GenuineIntel", "AuthenticAMD", ...) into 13 bytes, and the
+// display family (base family plus extended family): the default tier rules
+// in KernelDispatch.swift key on these.
+static inline int attn_shim_cpu_family(char vendor[13]) {
+    unsigned eax, ebx, ecx, edx;
+    vendor[0] = 0;
+    if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return 0;
+    __builtin_memcpy(vendor, &ebx, 4); __builtin_memcpy(vendor + 4, &edx, 4); __builtin_memcpy(vendor + 8, &ecx, 4);
+    vendor[12] = 0;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
+    const int base = (eax >> 8) & 0xF;
+    return base == 0xF ? base + ((eax >> 20) & 0xFF) : base;
+}
+
+// 1 if the CPU and the OS support what attnkit's AVX-512 kernels (compiled as
+// cascadelake) execute: AVX-512 F/CD/BW/DQ/VL and VNNI, FMA, F16C (and the
+// rest of the AVX2 tier), with the OS saving the zmm and mask state.
+static inline int attn_shim_cpu_has_avx512(void) {
+    if (!attn_shim_cpu_has_avx2()) return 0;
+    if ((attn_shim_xcr0() & 0xE6) != 0xE6) return 0;  // SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM
+    unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
     const int f = (ebx >> 16) & 1, dq = (ebx >> 17) & 1, cd = (ebx >> 28) & 1;
     const int bw = (ebx >> 30) & 1, vl = (ebx >> 31) & 1;
@@ -39,12 +97,6 @@ static inline int attn_shim_cpu_has_avx512_fp16(void) {
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
     return (edx >> 23) & 1;
-}
-
-// Asks for the cache line holding p to be brought into L2 (prefetcht1); a
-// hint that never faults. Swift has no prefetch of its own.
-static inline void attn_shim_prefetch_l2(const void *p) {
-    __builtin_prefetch(p, 0, 2);
 }
 
 // fp16 helpers for the int8 paths' P·V. Each carries its own target
@@ -229,5 +281,7 @@ static inline __m512 attn_shim_dpbf16(__m512 acc, __m512i a, __m512i b) {
     return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
 }
 #endif
+
+#endif  // x86-64
 
 #endif

@@ -20,8 +20,15 @@ __version__ = _version_string(_attnkit.version_number())
 
 
 def isa():
-    """The kernel build in use: "avx512" or "generic" (forced with ATTNKIT_ISA=generic)."""
+    """The kernel tier in use: "generic", "avx2", "avx512" or "avx512_bf16".
+
+    Chosen once per process from CPUID; ATTNKIT_ISA=<tier> overrides it where the CPU can run that tier."""
     return _attnkit.get_isa()
+
+
+def available_isas():
+    """The kernel tiers this CPU can run (each can be forced with ATTNKIT_ISA), narrowest first."""
+    return list(_attnkit.get_available_isas())
 
 
 def int8_pv_dtype():
@@ -42,6 +49,7 @@ def set_num_threads(num_threads):
 
 __all__ = [
     "__version__",
+    "available_isas",
     "eager_bidirectional_attention",
     "eager_causal_attention",
     "flash_attn_func",

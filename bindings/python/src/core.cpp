@@ -1,8 +1,20 @@
 #include "tensor.h"
 
 #include <string>
+#include <vector>
 
 namespace attnkit_py {
+
+namespace {
+std::string isa_name(int32_t isa) {
+    switch (isa) {
+        case ATTN_ISA_AVX2: return "avx2";
+        case ATTN_ISA_AVX512: return "avx512";
+        case ATTN_ISA_AVX512_BF16: return "avx512_bf16";
+        default: return "generic";
+    }
+}
+}  // namespace
 
 void init_core(py::module_ &m) {
     m.def("version_number", &attn_version_number, "ATTNKIT_VERSION_NUMBER of the loaded library");
@@ -11,10 +23,17 @@ void init_core(py::module_ &m) {
     m.def("get_isa", [] {
         int32_t isa = 0;
         raise_if_error(attn_get_isa(&isa));
-        return isa == ATTN_ISA_AVX512_BF16 ? std::string("avx512_bf16")
-               : isa == ATTN_ISA_AVX512    ? std::string("avx512")
-                                           : std::string("generic");
-    }, "The kernel build chosen at run time: 'avx512_bf16', 'avx512' or 'generic' (ATTNKIT_ISA caps it).");
+        return isa_name(isa);
+    }, "The kernel tier chosen at run time: 'generic', 'avx2', 'avx512' or 'avx512_bf16'.");
+    m.def("get_available_isas", [] {
+        uint32_t mask = 0;
+        raise_if_error(attn_get_available_isas(&mask));
+        std::vector<std::string> names;
+        for (int32_t isa : {ATTN_ISA_GENERIC, ATTN_ISA_AVX2, ATTN_ISA_AVX512, ATTN_ISA_AVX512_BF16}) {
+            if (mask & (1u << isa)) names.push_back(isa_name(isa));
+        }
+        return names;
+    }, "The kernel tiers this CPU can run, narrowest first.");
     m.def("get_int8_pv_dtype", [] {
         int32_t dtype = 0;
         raise_if_error(attn_get_int8_pv_dtype(&dtype));

@@ -1,0 +1,1 @@
+../AttnKitKernels/BF16Tile.swift

@@ -1,0 +1,1 @@
+../AttnKitKernels/Kernels.swift
