@@ -6,6 +6,8 @@ import AttnKitCore
 /// (blocks of at most 16 rows), and the NaN-safe P·V for tiles whose V is not
 /// all finite.
 extension FlashEngine {
+    #if ATTNKIT_AVX512
+    // The AVX-512 blocking; the other tiers use FloatTiles8.swift.
     /// Sᵀ[key][row] = Σ_d Qᵀ[d][row]·K[key][d] over a packed tile: four keys by
     /// 64 rows per step, 16 accumulators.
     @inline(__always)
@@ -192,6 +194,8 @@ extension FlashEngine {
             e += 1
         }
     }
+
+    #endif
 
     /// The largest |x| of `count` floats; +inf if any is NaN or ±Inf.
     @inline(__always)

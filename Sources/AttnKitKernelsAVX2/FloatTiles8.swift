@@ -1,0 +1,1 @@
+../AttnKitKernels/FloatTiles8.swift
