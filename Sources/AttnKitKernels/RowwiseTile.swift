@@ -1,5 +1,6 @@
-// Compiled once per ISA (see Package.swift); only the AVX-512 builds take the
-// row-wise path (its reductions use the in-register transposes).
+// Compiled once per ISA tier (see Package.swift). The AVX-512 tiles reduce
+// with in-register 16×16 transposes; the other tiers' tiles are in
+// RowwiseTile8.swift.
 import AttnKitCore
 #if ATTNKIT_AVX512
 import _Builtin_intrinsics.intel
@@ -20,12 +21,8 @@ extension FlashEngine {
 
     @inline(__always)
     static func usesRowwise<E>(_ unit: AttentionUnit<E>, rows: Int, options: AttentionOptions) -> Bool {
-        #if ATTNKIT_AVX512
-        return rows <= rowwiseMaxRows && unit.int8Keys == nil && unit.int8QuerySource == nil && !usesBF16Dots(unit)
+        rows <= rowwiseMaxRows && unit.int8Keys == nil && unit.int8QuerySource == nil && !usesBF16Dots(unit)
             && !options.halfPrecisionValues
-        #else
-        return false
-        #endif
     }
 
     /// queryRows[row][d] = scale·q[rowStart+row][d], zero for d in dim..<paddedDim.
@@ -51,14 +48,12 @@ extension FlashEngine {
         if count >= 16 { return load16(pointer) }
         return _mm512_maskz_loadu_ps(UInt16(truncatingIfNeeded: (1 << count) - 1), pointer)
     }
-    #endif
 
     /// Sᵀ[key][row] = Σ_d queryRows[row][d]·K[key][d] for row < rows, over K rows
     /// `keyStride` apart.
     static func scoreTileRows(queryRows: UnsafePointer<Float>, rows: Int, dim: Int, paddedDim: Int,
                               keys: UnsafePointer<Float>, keyStride: Int, keyCount: Int,
                               into scores: UnsafeMutablePointer<Float>) {
-        #if ATTNKIT_AVX512
         withUnsafeTemporaryAllocation(of: SIMD16<Float>.self, capacity: 16) { buffer in
             let sums = buffer.baseAddress!
             for row in 0..<rows {
@@ -86,7 +81,6 @@ extension FlashEngine {
                 }
             }
         }
-        #endif
     }
 
     /// outRows[row][e] = rescale[row]·outRows[row][e] + Σ_key Pᵀ[key][row]·V[key][e],
@@ -94,7 +88,6 @@ extension FlashEngine {
     static func accumulateValuesRows(outRows: UnsafeMutablePointer<Float>, rows: Int, valueDim: Int,
                                      probabilities: UnsafePointer<Float>, values: UnsafePointer<Float>, keys: Int,
                                      rescale: UnsafePointer<Float>) {
-        #if ATTNKIT_AVX512
         withUnsafeTemporaryAllocation(of: SIMD16<Float>.self, capacity: 8) { buffer in
             let sums = buffer.baseAddress!
             for row in 0..<rows {
@@ -125,6 +118,6 @@ extension FlashEngine {
                 }
             }
         }
-        #endif
     }
+    #endif
 }

@@ -230,7 +230,7 @@ torch.save((attnkit.int8_pv_dtype(), outs), sys.argv[2])
 def test_int8_pv_dtype_follows_the_cpu_and_the_environment():
     with open("/proc/cpuinfo") as info:
         has_fp16 = " avx512_fp16" in info.read()
-    fp16 = has_fp16 and attnkit.isa() != "generic" and os.environ.get("ATTNKIT_INT8_PV", "").lower() != "fp32"
+    fp16 = has_fp16 and attnkit.isa() in ("avx512", "avx512_bf16") and os.environ.get("ATTNKIT_INT8_PV", "").lower() != "fp32"
     assert attnkit.int8_pv_dtype() == ("float16" if fp16 else "float32")
 
 

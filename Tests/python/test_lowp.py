@@ -6,6 +6,7 @@ same math in fp32 on the same (rounded) inputs.
 """
 import itertools
 import math
+import os
 
 import numpy as np
 import pytest
@@ -269,4 +270,18 @@ def test_numpy_float16():
 
 
 def test_isa_is_reported():
-    assert attnkit.isa() in ("avx512_bf16", "avx512", "generic")
+    available = attnkit.available_isas()
+    assert attnkit.isa() in ("avx512_bf16", "avx512", "avx2", "generic")
+    assert attnkit.isa() in available and "generic" in available
+    assert set(available) <= {"generic", "avx2", "avx512", "avx512_bf16"}
+    with open("/proc/cpuinfo") as info:
+        flags = set(next(line for line in info if line.startswith("flags")).split())
+    # The tiers the library offers follow the CPU's flags (x86-64; arm64 offers generic only).
+    if os.uname().machine == "x86_64":
+        assert ("avx2" in available) == ({"avx2", "fma", "f16c", "bmi2", "movbe", "abm"} <= flags)
+        assert ("avx512" in available) == ({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd",
+                                            "avx512_vnni", "avx2"} <= flags)
+        assert ("avx512_bf16" in available) == ("avx512" in available and "avx512_bf16" in flags)
+    requested = os.environ.get("ATTNKIT_ISA", "").lower()
+    if requested in available:
+        assert attnkit.isa() == requested

@@ -1,0 +1,1 @@
+../AttnKitKernels/RowwiseTile8.swift
