@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# Runs every test: Swift unit tests, the C client against the installed library, and pytest.
+# Runs every test: Swift unit tests, the C client against the installed library,
+# pytest, and the arm64 compile-only check, once per kernel tier this CPU can run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-echo "==> swift test (release: the kernels as shipped), dispatched ISA and forced generic"
-for isa in default avx512_bf16 generic; do
+# The tiers this CPU can run, as the library itself reports them (CPUID + XGETBV).
+read -r -a tiers <<< "$(cd /tmp && "$OLDPWD/.venv/bin/python" -c 'import attnkit; print(" ".join(attnkit.available_isas()))')"
+all_tiers=(generic avx2 avx512 avx512_bf16)
+skipped=()
+for tier in "${all_tiers[@]}"; do
+  [[ " ${tiers[*]} " == *" $tier "* ]] || skipped+=("$tier")
+done
+cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "==> CPU: $cpu; kernel tiers to test: ${tiers[*]}; not on this CPU: ${skipped[*]:-none}"
+
+echo "==> swift test (release: the kernels as shipped), once per tier"
+for isa in "${tiers[@]}"; do
   echo "--- ATTNKIT_ISA=$isa"
   ATTNKIT_ISA=$isa swift test -c release 2>&1 | grep -vE "^(Test Case|\[[0-9]+/[0-9]+\])"
 done
@@ -15,18 +26,27 @@ cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/cmake
 cmake --install build/cmake --prefix "$PWD/build/install" >/dev/null
 
-echo "==> C client against the installed header and library (find_package and pkg-config)"
+echo "==> C client against the installed header and library (find_package and pkg-config), once per tier"
 PKG_CONFIG_PATH="$PWD/build/install/lib/pkgconfig" \
   cmake -S Tests/c -B build/ctest -G Ninja -DCMAKE_PREFIX_PATH="$PWD/build/install" >/dev/null
 cmake --build build/ctest
-ctest --test-dir build/ctest --output-on-failure
+for isa in "${tiers[@]}"; do
+  echo "--- ATTNKIT_ISA=$isa"
+  ATTNKIT_ISA=$isa ctest --test-dir build/ctest --output-on-failure
+done
 
-echo "==> pytest (parity against torch), once per kernel build: dispatched, AVX512_BF16 (opt-in), generic"
+echo "==> arm64 compile-only check (nothing is run for arm64)"
+bash scripts/check_portable.sh
+
+echo "==> pytest (parity against torch), once per tier"
 repo="$PWD"
 cd /tmp
-for isa in default avx512_bf16 generic; do
+for isa in "${tiers[@]}"; do
   echo "--- ATTNKIT_ISA=$isa"
   ATTNKIT_ISA=$isa "$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/Tests/python" "$@"
 done
-echo "--- int8 paths with P·V kept in fp32 (ATTNKIT_INT8_PV=fp32; the default is fp16 on AVX512_FP16 CPUs)"
-ATTNKIT_INT8_PV=fp32 "$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/Tests/python/test_int8.py" "$@"
+if [[ " ${tiers[*]} " == *" avx512 "* ]]; then
+  echo "--- int8 paths with P·V kept in fp32 (ATTNKIT_INT8_PV=fp32; the default is fp16 on AVX512_FP16 CPUs)"
+  ATTNKIT_INT8_PV=fp32 "$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/Tests/python/test_int8.py" "$@"
+fi
+echo "==> kernel tiers tested: ${tiers[*]}; skipped (CPU lacks them): ${skipped[*]:-none}"
