@@ -3,7 +3,7 @@ import Glibc
 #endif
 import AttnKitCore
 import _AttnKitShims
-#if ATTNKIT_AVX512
+#if ATTNKIT_AVX512 || ATTNKIT_AVX2
 import _Builtin_intrinsics.intel
 #endif
 
@@ -472,6 +472,23 @@ public enum FlashEngine {
                 let widened = _mm512_slli_epi32(_mm512_cvtepu16_epi32(raw.loadUnaligned(as: SIMD4<Int64>.self)), 16)
                 return unsafeBitCast(widened, to: SIMD16<Float>.self)
             }
+        }
+        #else
+        if count == 16 && colStride == 1 {
+            let raw = UnsafeRawPointer(from)
+            if E.self == Float.self { return raw.loadUnaligned(as: SIMD16<Float>.self) }
+            // bf16 is the high half of an fp32: widen and shift.
+            if E.self == BFloat16.self {
+                let bits = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(as: SIMD16<UInt16>.self)) &<< 16
+                return unsafeBitCast(bits, to: SIMD16<Float>.self)
+            }
+            #if ATTNKIT_AVX2
+            if E.self == Float16.self {   // vcvtph2ps (F16C), 8 at a time
+                let low: SIMD8<Float> = _mm256_cvtph_ps(raw.loadUnaligned(as: SIMD2<Int64>.self))
+                let high: SIMD8<Float> = _mm256_cvtph_ps(raw.loadUnaligned(fromByteOffset: 16, as: SIMD2<Int64>.self))
+                return SIMD16(lowHalf: low, highHalf: high)
+            }
+            #endif
         }
         #endif
         var vector = SIMD16<Float>()

@@ -1,6 +1,6 @@
 // Compiled once per ISA (see Package.swift); AttnKit dispatches at run time.
 import AttnKitCore
-#if ATTNKIT_AVX512
+#if ATTNKIT_AVX512 || ATTNKIT_AVX2
 import _Builtin_intrinsics.intel
 #endif
 
@@ -76,7 +76,8 @@ extension FlashEngine {
     /// acc[key][row] = Σ_d q8[row][d]·k8[key][d], exact in int32, for `keyCount` keys
     /// of a packed int8 tile ([key][groups·4]). The AVX-512 build runs vpdpbusd
     /// (u8 × s8 → s32, four products per lane) on the +128-shifted queries and
-    /// subtracts 128·Σ_d k8 per key; the portable build does the same sum lane by lane.
+    /// subtracts 128·Σ_d k8 per key; the AVX2 build uses vpmaddwd on 16-bit
+    /// operands (int8ScoreTileAVX2); the portable build does the same sum lane by lane.
     ///
     /// With `dequantize`, the AVX-512 build writes the fp32 scores of
     /// dequantizeScores straight from its registers instead of `acc` (the
@@ -139,6 +140,12 @@ extension FlashEngine {
             }
             store((a0, a1, a2, a3), key: key)
             key += 1
+        }
+        #elseif ATTNKIT_AVX2
+        int8ScoreTileAVX2(queryU8: queryU8, groups: groups, keys: keys, keySums: keySums, keyCount: keyCount, into: acc)
+        if let dequantize {
+            dequantizeScores(acc, rowScales: dequantize.rowScales, keyScales: dequantize.keyScales, keyCount: keyCount,
+                             into: dequantize.scores)
         }
         #else
         for key in 0..<keyCount {
@@ -203,6 +210,10 @@ extension FlashEngine {
                 let offset = key &* rowsPerTask &+ chunk &* 16
                 #if ATTNKIT_AVX512
                 let floats: SIMD16<Float> = _mm512_cvtepi32_ps(UnsafeRawPointer(acc + offset).loadUnaligned(as: SIMD8<Int64>.self))
+                #elseif ATTNKIT_AVX2
+                let raw = UnsafeRawPointer(acc + offset)
+                let floats = SIMD16<Float>(lowHalf: _mm256_cvtepi32_ps(raw.loadUnaligned(as: SIMD4<Int64>.self)),
+                                           highHalf: _mm256_cvtepi32_ps(raw.loadUnaligned(fromByteOffset: 32, as: SIMD4<Int64>.self)))
                 #else
                 var floats = SIMD16<Float>()
                 for lane in 0..<16 { floats[lane] = Float(acc[offset &+ lane]) }

@@ -1,0 +1,1 @@
+../AttnKitKernels/Int8TileAVX2.swift
