@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import setup, attention_flops, median_ms, print_table  # noqa: E402  (before torch: see timing.py)
+from timing import attention_flops, header, median_ms, print_table, setup  # noqa: E402  (before torch: see timing.py)
 
 import torch
 
@@ -58,7 +58,7 @@ SHAPES = [
 
 def main():
     args = setup(__doc__, repeats=9)
-    print(f"attnkit {attnkit.__version__}, torch {torch.__version__}, {args.threads} threads\n")
+    print(header(args) + "\n")
     print_table(["kernel", "shape", "dtype", "err vs fp64", "torch err", "attnkit ms", "torch ms", "attnkit GFLOP/s",
                  "torch GFLOP/s", "speedup"], eager_rows(SHAPES, args.repeats))
 

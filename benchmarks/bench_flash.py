@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import setup, attention_flops, median_ms, print_table  # noqa: E402  (before torch: see timing.py)
+from timing import attention_flops, header, median_ms, print_table, setup  # noqa: E402  (before torch: see timing.py)
 
 import torch
 
@@ -107,8 +107,7 @@ HEADERS = ["kernel", "shape", "err vs fp64", "torch err", "attnkit ms", "torch m
 
 def main():
     args = setup(__doc__, repeats=21)
-    print(f"attnkit {attnkit.__version__}, torch {torch.__version__}, {args.threads} threads, fp32; "
-          f"medians of up to {args.repeats} interleaved runs\n")
+    print(header(args, f"fp32; medians of up to {args.repeats} interleaved runs") + "\n")
     print_table(HEADERS, fixed_rows(args.repeats) + [varlen_row(args.repeats)])
     growth, output = extra_peak_rss()
     print(f"\nextra peak RSS, one causal sequence of 16384 tokens (H8 D64): {growth:.1f} MiB in all, "

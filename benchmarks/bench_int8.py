@@ -7,7 +7,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import setup, attention_flops, median_ms, print_table  # noqa: E402  (before torch: see timing.py)
+from timing import attention_flops, header, median_ms, print_table, setup  # noqa: E402  (before torch: see timing.py)
 
 import torch
 
@@ -49,9 +49,8 @@ def int8_rows(shapes, repeats, mode="per_block"):
 def main():
     args = setup(__doc__, repeats=21)
     pv = attnkit.int8_pv_dtype()
-    print(f"attnkit {attnkit.__version__} ({attnkit.isa()} kernels, int8 P·V in {pv}), torch {torch.__version__}, "
-          f"{args.threads} threads; "
-          f"medians of up to {args.repeats} interleaved runs; accuracy against torch fp32\n")
+    print(header(args, f"int8 P·V in {pv}; medians of up to {args.repeats} interleaved runs; "
+                       f"accuracy against torch fp32") + "\n")
     print_table(["kernel", "shape", "inputs", "cosine", "rel L1", "int8 ms", "attnkit fp32 ms", "torch fp32 ms",
                  "int8 GFLOP/s", "vs torch fp32"], int8_rows(SHAPES, args.repeats))
 

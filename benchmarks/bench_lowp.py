@@ -8,7 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import setup, attention_flops, median_ms, print_table  # noqa: E402  (before torch: see timing.py)
+from timing import attention_flops, header, median_ms, print_table, setup  # noqa: E402  (before torch: see timing.py)
 
 import torch
 
@@ -45,8 +45,7 @@ HEADERS = ["kernel", "shape", "dtype", "err vs ref32", "torch err", "err ratio",
 
 def main():
     args = setup(__doc__, repeats=9)
-    print(f"attnkit {attnkit.__version__} ({attnkit.isa()} kernels), torch {torch.__version__}, {args.threads} threads; "
-          f"medians of up to {args.repeats} interleaved runs\n")
+    print(header(args, f"medians of up to {args.repeats} interleaved runs") + "\n")
     print_table(HEADERS, lowp_rows(SHAPES, args.repeats))
 
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import setup, attention_flops, median_ms, print_table  # noqa: E402  (before torch: see timing.py)
+from timing import setup, attention_flops, header, median_ms, print_table  # noqa: E402  (before torch: see timing.py)
 
 import torch
 
@@ -114,8 +114,8 @@ HEADERS = ["kernel", "shape", "dtype", "err vs fp64", "torch err", "attnkit ms",
 def main():
     args = setup(__doc__, repeats=21)
     peak = sgemm_peak_gflops(args.threads)
-    print(f"attnkit {attnkit.__version__}, torch {torch.__version__}, {args.threads} threads; "
-          f"sgemm peak (numpy OpenBLAS, 2048^3, best of 9) {peak:.0f} GFLOP/s; medians of up to {args.repeats} interleaved runs\n")
+    print(header(args, f"sgemm peak (numpy OpenBLAS, 2048^3, best of 9) {peak:.0f} GFLOP/s; "
+                       f"medians of up to {args.repeats} interleaved runs") + "\n")
     print_table(HEADERS + ["% sgemm peak"], sdpa_rows(SHAPES, args.repeats, peak=peak))
     print("\n* L > 2048: error against torch fp32 instead of fp64.")
     print(f"\nextra peak RSS, causal L=16384 D64 one head: attnkit {extra_peak_rss_mib('attnkit'):.1f} MiB, "

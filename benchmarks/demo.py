@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import setup, print_table  # noqa: E402  (before torch: see timing.py)
+from timing import header, print_table, setup  # noqa: E402  (before torch: see timing.py)
 
 import torch
 
@@ -23,8 +23,7 @@ from bench_sdpa import sdpa_rows  # noqa: E402
 
 def main():
     args = setup(__doc__, repeats=7)
-    print(f"attnkit {attnkit.__version__} ({attnkit.isa()} kernels), torch {torch.__version__}, "
-          f"{args.threads} threads; medians of up to {args.repeats} interleaved runs\n")
+    print(header(args, f"medians of up to {args.repeats} interleaved runs") + "\n")
     rows = []
     rows += eager_rows([(4, 512, 8, 64, False, True), (1, 2048, 8, 64, True, False)], args.repeats)
     rows += sdpa_rows([(1, 8, 1024, 64, False), (1, 8, 2048, 64, True), (4, 16, 512, 64, False)], args.repeats)

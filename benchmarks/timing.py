@@ -66,3 +66,30 @@ def setup(description, repeats=9):
     torch.set_num_threads(args.threads)
     attnkit.set_num_threads(args.threads)
     return args
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (or the platform's machine name)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.machine()
+
+
+def header(args, extra=""):
+    """The first line of every benchmark: CPU model, attnkit's kernel tier (and the tiers this CPU has), torch's
+    version and the ISA its CPU kernels run (torch.backends.cpu.get_cpu_capability(); ATEN_CPU_CAPABILITY=avx2 etc.
+    sets it), threads and method. Compare tiers like for like: ATTNKIT_ISA=avx2 with ATEN_CPU_CAPABILITY=avx2."""
+    import torch
+
+    import attnkit
+
+    line = (f"CPU {cpu_model()}; attnkit {attnkit.__version__}, {attnkit.isa()} kernels "
+            f"(this CPU runs: {', '.join(attnkit.available_isas())}); torch {torch.__version__}, "
+            f"{torch.backends.cpu.get_cpu_capability()} kernels; {args.threads} threads")
+    return line + (f"; {extra}" if extra else "")

@@ -59,8 +59,8 @@ public enum KernelISA: String, Sendable, CaseIterable {
 /// The default is the widest build the CPU runs, with one per-family rule:
 /// where the CPU has AVX512_BF16, the bf16 build (vdpbf16ps QKᵀ for bf16
 /// inputs) is the default on AMD (Zen 4 and later run vdpbf16ps at the FMA
-/// rate) and opt-in on Intel (Cooper Lake and Sapphire Rapids parts measured
-/// it at a quarter of the FMA rate; benchmarks/bench_lowp.py prints both).
+/// rate) and opt-in on Intel, where it ran at a quarter of the FMA rate
+/// (benchmarks/NOTES.md; benchmarks/bench_lowp.py measures both tiers).
 /// ATTNKIT_ISA=generic|avx2|avx512|avx512_bf16 overrides the default; a
 /// request this CPU cannot run falls back to the default. No code compiled
 /// for an ISA runs before its check passes.

@@ -68,8 +68,7 @@ public enum FlashEngine {
         // worker slowed near the end (a noisy neighbour) holds up at most one block;
         // but not where every task gathers or converts its K/V tiles (strided or
         // low-precision input, fp16 P·V), which single blocks would each redo
-        // (measured on (B, S, H, D) fp32, B1 H8 L1024 D64: 3-7% slower with the split,
-        // while contiguous fp32 gains up to 6% on B4 H16 L512).
+        // (benchmarks/NOTES.md, "tail split", has the figures).
         let packsTiles = options.halfPrecisionValues || units.contains { unit in
             !isPackedInPlace(unit.v, width: options.valueDim)
                 || (unit.int8Keys == nil && !isPackedInPlace(unit.k, width: options.headDim))
@@ -86,8 +85,8 @@ public enum FlashEngine {
             tasks.append(contentsOf: split)
         }
         // Starting a thread costs about as much as 8 MFLOP of this engine's work
-        // (measured: B1 H2 L128 D64 took 0.19 ms on two threads, 0.11 ms on one),
-        // so small calls stay on the caller's thread. Results do not depend on it.
+        // (benchmarks/NOTES.md, "thread start"), so small calls stay on the
+        // caller's thread. Results do not depend on it.
         let flops = 2 * rowsPerTask * (options.headDim + options.valueDim) * tasks.reduce(0) { $0 + $1.cost }
         let worthwhile = Swift.max(1, flops / minimumFlopsPerThread)
         let workers = Swift.max(1, Swift.min(threads, tasks.count, worthwhile))

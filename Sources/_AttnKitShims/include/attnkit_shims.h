@@ -240,7 +240,7 @@ static inline void attn_shim_pv_f16(float *outT, long value_dim, const uint16_t 
     for (; e + 8 <= value_dim; e += 8) {
         __m512h a0 = _mm512_setzero_ph(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
         __m512h a4 = a0, b4 = a0, a5 = a0, b5 = a0, a6 = a0, b6 = a0, a7 = a0, b7 = a0;
-        // Unrolled: the loop's own instructions otherwise cost 4-8% (measured).
+        // Unrolled: the loop's own instructions otherwise cost 4-8% (benchmarks/NOTES.md).
         _Pragma("clang loop unroll_count(4)")
         for (long key = 0; key < keys; key++) {
             ATTN_PV_LOAD(key)
