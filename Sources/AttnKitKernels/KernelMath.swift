@@ -86,8 +86,35 @@ public func softmaxExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
     // the flush, and the flush writes 0 there.
     return reducedExp(x, flushWhere: x)
     #else
-    return fastExpPortable(x)
+    return softmaxExpPortable(x)
     #endif
+}
+
+/// fastExpPortable for x <= 0 or NaN, without its clamps and overflow
+/// select: where x is below −87.33 (−inf and −greatestFiniteMagnitude
+/// included, whose reduction overflows to NaN) the last select writes 0; NaN
+/// stays NaN through the arithmetic. Equal to fastExpPortable on [−87.33, 0].
+@_transparent
+public func softmaxExpPortable(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    let log2e = SIMD16<Float>(repeating: 1.44269504088896341)
+    let minusLn2Hi = SIMD16<Float>(repeating: -0.693359375)
+    let minusLn2Lo = SIMD16<Float>(repeating: 2.12194440e-4)
+    let roundingMagic = SIMD16<Float>(repeating: 12582912.0)
+    let one = SIMD16<Float>(repeating: 1)
+    let shifted = multiplyAdd(x, log2e, roundingMagic)
+    let n = shifted - roundingMagic
+    let r = multiplyAdd(n, minusLn2Lo, multiplyAdd(n, minusLn2Hi, x))
+    var p = SIMD16<Float>(repeating: 1.9875691500e-4)
+    p = multiplyAdd(p, r, SIMD16(repeating: 1.3981999507e-3))
+    p = multiplyAdd(p, r, SIMD16(repeating: 8.3334519073e-3))
+    p = multiplyAdd(p, r, SIMD16(repeating: 4.1665795894e-2))
+    p = multiplyAdd(p, r, SIMD16(repeating: 1.6666665459e-1))
+    p = multiplyAdd(p, r, SIMD16(repeating: 5.0000001201e-1))
+    p = multiplyAdd(p, r * r, r + one)
+    let integer = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(roundingMagic, to: SIMD16<Int32>.self)
+    var result = p * unsafeBitCast((integer &+ 127) &<< 23, to: SIMD16<Float>.self)
+    result.replace(with: SIMD16<Float>(), where: x .< SIMD16<Float>(repeating: -87.33))
+    return result
 }
 
 /// The portable e^x (every build; the only one without AVX-512).
