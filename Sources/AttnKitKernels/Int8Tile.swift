@@ -3,6 +3,9 @@ import AttnKitCore
 #if ATTNKIT_AVX512 || ATTNKIT_AVX2
 import _Builtin_intrinsics.intel
 #endif
+#if ATTNKIT_AVX2
+import _AttnKitShims
+#endif
 
 extension FlashEngine {
     /// Quantizes the task's query rows to symmetric int8 and lays them out for
@@ -76,8 +79,10 @@ extension FlashEngine {
     /// acc[key][row] = Σ_d q8[row][d]·k8[key][d], exact in int32, for `keyCount` keys
     /// of a packed int8 tile ([key][groups·4]). The AVX-512 build runs vpdpbusd
     /// (u8 × s8 → s32, four products per lane) on the +128-shifted queries and
-    /// subtracts 128·Σ_d k8 per key; the AVX2 build uses vpmaddwd on 16-bit
-    /// operands (int8ScoreTileAVX2); the portable build does the same sum lane by lane.
+    /// subtracts 128·Σ_d k8 per key; the AVX2 build does the same with vpdpbusd
+    /// on ymm where the CPU has AVX-VNNI (attn_shim_int8_tile_avxvnni) and with
+    /// vpmaddwd on 16-bit operands elsewhere (int8ScoreTileAVX2); the portable
+    /// build does the same sum lane by lane.
     ///
     /// With `dequantize`, the AVX-512 build writes the fp32 scores of
     /// dequantizeScores straight from its registers instead of `acc` (the
@@ -142,7 +147,11 @@ extension FlashEngine {
             key += 1
         }
         #elseif ATTNKIT_AVX2
-        int8ScoreTileAVX2(queryU8: queryU8, groups: groups, keys: keys, keySums: keySums, keyCount: keyCount, into: acc)
+        if hasAVXVNNI {
+            attn_shim_int8_tile_avxvnni(queryU8, groups, keys, keySums, keyCount, acc)
+        } else {
+            int8ScoreTileAVX2(queryU8: queryU8, groups: groups, keys: keys, keySums: keySums, keyCount: keyCount, into: acc)
+        }
         if let dequantize {
             dequantizeScores(acc, rowScales: dequantize.rowScales, keyScales: dequantize.keyScales, keyCount: keyCount,
                              into: dequantize.scores)

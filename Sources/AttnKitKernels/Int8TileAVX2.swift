@@ -2,9 +2,14 @@
 // body here: its int8 score tile, called by int8ScoreTile (Int8Tile.swift).
 import AttnKitCore
 #if ATTNKIT_AVX2
+import _AttnKitShims
 import _Builtin_intrinsics.intel
 
 extension FlashEngine {
+    /// Whether the CPU has AVX-VNNI, read once: int8ScoreTile then takes
+    /// attn_shim_int8_tile_avxvnni instead of the vpmaddwd tile below.
+    static let hasAVXVNNI = attn_shim_cpu_has_avx_vnni() != 0
+
     /// acc[key][row] = Σ_d (q8[row][d] + 128)·k8[key][d] − 128·keySums[key], exact in
     /// int32, with vpmaddwd on 16-bit operands (AVX2 has no vpdpbusd; vpmaddubsw
     /// would saturate its 16-bit pair sums, since 255·127·2 > 32767).

@@ -44,7 +44,24 @@ final class Int8Tests: XCTestCase {
     /// Random operands, then all-±127 ones (every product at its extreme, so
     /// pair and quad sums saturate wherever a kernel's int16 step could).
     func checkTile(_ kernels: KernelSet.Type) {
-        let name = kernels.tierName
+        checkTile(kernels.tierName) { q, groups, k, sums, keyCount, out in
+            kernels.int8ScoreTile(queryU8: q, groups: groups, keys: k, keySums: sums, keyCount: keyCount, into: out,
+                                  dequantize: nil)
+        }
+    }
+
+    #if ATTNKIT_X86
+    /// The AVX2 tier's vpdpbusd tile, taken where the CPU has AVX-VNNI.
+    func testAVXVNNITileMatchesScalarTwinExactly() throws {
+        if attn_shim_cpu_has_avx_vnni() == 0 { throw XCTSkip("CPU lacks AVX-VNNI: the ymm vpdpbusd tile not run") }
+        checkTile("avx2 avx-vnni") { q, groups, k, sums, keyCount, out in
+            attn_shim_int8_tile_avxvnni(q, groups, k, sums, keyCount, out)
+        }
+    }
+    #endif
+
+    func checkTile(_ name: String, _ tile: (UnsafePointer<UInt8>, Int, UnsafePointer<Int8>, UnsafePointer<Int32>, Int,
+                                            UnsafeMutablePointer<Int32>) -> Void) {
         var rng = SplitMix64(seed: 8)
         // 0: random; 1: q = k = 127; 2: q = −127, k = 127; 3: q = 127, k = −127; 4: signs alternating by d.
         for pattern in 0..<5 {
@@ -74,9 +91,7 @@ final class Int8Tests: XCTestCase {
                     var result = [Int32](repeating: -1, count: keyCount * 64)
                     query.withUnsafeBufferPointer { q in keys.withUnsafeBufferPointer { k in sums.withUnsafeBufferPointer { s in
                         result.withUnsafeMutableBufferPointer { r in
-                            kernels.int8ScoreTile(queryU8: q.baseAddress!, groups: groups, keys: k.baseAddress!,
-                                                  keySums: s.baseAddress!, keyCount: keyCount, into: r.baseAddress!,
-                                                  dequantize: nil)
+                            tile(q.baseAddress!, groups, k.baseAddress!, s.baseAddress!, keyCount, r.baseAddress!)
                         }
                     }}}
                     XCTAssertEqual(result, scalarTwin(queryU8: query, groups: groups, keys: keys, keyCount: keyCount),

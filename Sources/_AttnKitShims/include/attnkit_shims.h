@@ -272,6 +272,47 @@ static inline void attn_shim_pv_f16(float *outT, long value_dim, const uint16_t 
 #undef ATTN_PV_STORE
 }
 
+// The AVX2 tier's int8 score tile on CPUs with AVX-VNNI (vpdpbusd on ymm:
+// Alder Lake, Sapphire Rapids, Zen 5 and later). acc[key][row] = Σ_d q8·k8 for
+// 64 rows, exact in int32, from the engine's query layout (for dim group g
+// and row r, the 4 bytes at queryU8[(g·64 + r)·4] are q8 + 128 as u8) and
+// int8 keys [key][groups·4]: vpdpbusd sums four u8 × s8 products per lane
+// without saturation, and 128·Σ k8 (keySums) is subtracted at the end.
+// 16 rows (two vectors) by six keys per step: 12 accumulators. Callers check
+// attn_shim_cpu_has_avx_vnni() first.
+__attribute__((target("avx2,avxvnni")))
+static inline void attn_shim_int8_tile_avxvnni(const uint8_t *query_u8, long groups, const int8_t *keys,
+                                               const int32_t *key_sums, long key_count, int32_t *acc) {
+    const long stride = groups * 4;
+    for (long chunk = 0; chunk < 4; chunk++) {
+        const uint8_t *q = query_u8 + chunk * 16 * 4;
+        for (long key = 0; key < key_count; key += 6) {
+            const long count = key_count - key < 6 ? key_count - key : 6;
+            const int8_t *k[6];
+            for (long i = 0; i < 6; i++) k[i] = keys + (key + (i < count ? i : count - 1)) * stride;  // repeats unused
+            __m256i a[6], b[6];
+            for (long i = 0; i < 6; i++) { a[i] = _mm256_setzero_si256(); b[i] = _mm256_setzero_si256(); }
+            for (long g = 0; g < groups; g++) {
+                const __m256i x0 = _mm256_loadu_si256((const __m256i *)(q + g * 64 * 4));
+                const __m256i x1 = _mm256_loadu_si256((const __m256i *)(q + g * 64 * 4 + 32));
+                for (long i = 0; i < 6; i++) {
+                    int32_t word;
+                    __builtin_memcpy(&word, k[i] + g * 4, 4);
+                    const __m256i w = _mm256_set1_epi32(word);
+                    a[i] = _mm256_dpbusd_avx_epi32(a[i], x0, w);
+                    b[i] = _mm256_dpbusd_avx_epi32(b[i], x1, w);
+                }
+            }
+            for (long i = 0; i < count; i++) {
+                const __m256i correction = _mm256_set1_epi32(128 * key_sums[key + i]);
+                int32_t *out = acc + (key + i) * 64 + chunk * 16;
+                _mm256_storeu_si256((__m256i *)out, _mm256_sub_epi32(a[i], correction));
+                _mm256_storeu_si256((__m256i *)(out + 8), _mm256_sub_epi32(b[i], correction));
+            }
+        }
+    }
+}
+
 // AVX512_BF16 does not import into Swift; these wrappers are inlined into the
 // module compiled for it (cooperlake) and exist only there.
 #if defined(__AVX512BF16__)
