@@ -71,10 +71,14 @@ def setup(description, repeats=9):
 def cpu_model():
     """The CPU's model name from /proc/cpuinfo (or the platform's machine name)."""
     try:
+        fields = {}
         with open("/proc/cpuinfo") as info:
             for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break
+        return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
     except OSError:
         pass
     import platform
