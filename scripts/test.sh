@@ -35,6 +35,15 @@ for isa in "${tiers[@]}"; do
   ATTNKIT_ISA=$isa ctest --test-dir build/ctest --output-on-failure
 done
 
+if [[ " ${tiers[*]} " == *" avx2 "* ]]; then
+  echo "==> the AVX2 tier's AVX-VNNI int8 tile against its scalar twin (emulated vpdpbusd, then native where the CPU has it)"
+  mkdir -p build/shims
+  for mode in -DATTNKIT_EMULATE_VNNI -UATTNKIT_EMULATE_VNNI; do
+    clang -O2 -mavx2 "$mode" -ISources/_AttnKitShims/include Tests/shims/avxvnni_tile.c -o build/shims/avxvnni_tile
+    build/shims/avxvnni_tile
+  done
+fi
+
 echo "==> arm64 compile-only check (nothing is run for arm64)"
 bash scripts/check_portable.sh
 
