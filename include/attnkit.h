@@ -44,7 +44,7 @@ enum {
     ATTN_ERR_DTYPE = 4,            /* a dtype is unknown, unsupported here, or mismatched */
     ATTN_ERR_OVERFLOW = 5,         /* a size or offset product overflows int64 */
     ATTN_ERR_OUT_OF_MEMORY = 6,    /* a workspace allocation failed */
-    ATTN_ERR_STRUCT_SIZE = 7,      /* a params struct_size is smaller than required */
+    ATTN_ERR_STRUCT_SIZE = 7,      /* a params struct_size is out of range, or bytes past the known fields are not 0 */
     ATTN_ERR_INTERNAL = 8,         /* a bug in attnkit: please report it */
     ATTN_ERR_UNSUPPORTED_CPU = 9   /* reserved: kernels are chosen at run time, so no call returns it */
 };
@@ -81,10 +81,31 @@ typedef struct attn_tensor {
     int64_t strides[ATTN_MAX_RANK]; /* in elements */
 } attn_tensor;
 
+/* ---- Rules every entry point shares ----
+ * Params structs start with struct_size = sizeof the struct the caller was
+ * compiled with. A smaller (older) struct is read with the missing fields as
+ * 0, each documented as the old behaviour. A larger (newer) struct is accepted
+ * only if every byte past the fields this library knows is 0, as the Linux
+ * kernel's copy_struct_from_user does; struct_size above 4096 is rejected
+ * (ATTN_ERR_STRUCT_SIZE). Fields named reserved must be 0.
+ *
+ * A call whose outputs all have no elements returns ATTN_OK once its
+ * descriptors are checked, reading no data (cu_seqlens included).
+ *
+ * Scales and softcaps: the scale must be finite and, for f32, f16 and bf16
+ * input (whose scores are fp32), at most fp32's largest finite value
+ * (3.4028234663852886e38) in magnitude; f64 input keeps every scalar in fp64.
+ * A softcap above fp32's range acts as off and one below fp32's least normal
+ * value (1.1754943508222875e-38) as that value: the limits of
+ * softcap*tanh(s/softcap), exact in fp32. Window sides of 2^31 or more are
+ * unbounded (every sequence is shorter than 2^30). */
+
 /* ---- Threads ----
- * Kernels run on up to this many threads (the calling thread included). The
- * default is the ATTNKIT_NUM_THREADS environment variable, read once, or else
- * the number of online CPUs. Results do not depend on the thread count. */
+ * Kernels run on up to this many threads (the calling thread included), from 1
+ * to ATTNKIT_MAX_THREADS. The default is the ATTNKIT_NUM_THREADS environment
+ * variable, read once, or else the number of online CPUs (capped at
+ * ATTNKIT_MAX_THREADS). Results do not depend on the thread count. */
+#define ATTNKIT_MAX_THREADS 1024
 attn_status attn_set_num_threads(int32_t num_threads);
 attn_status attn_get_num_threads(int32_t *num_threads);
 

@@ -38,8 +38,8 @@ enum AttentionReference {
             for d in 0..<options.headDim {
                 dot += E.toDouble(unit.q.pointer(i, d).pointee) * E.toDouble(unit.k.pointer(j, d).pointee)
             }
-            var s = dot * Double(options.scale)
-            if options.softcap > 0 { s = Double(options.softcap) * tanh(s / Double(options.softcap)) }
+            var s = dot * options.exactScale
+            if options.exactSoftcap > 0 { s = options.exactSoftcap * tanh(s / options.exactSoftcap) }
             if unit.alibiSlope != 0 { s -= Double(unit.alibiSlope) * Double(abs(i + unit.diagonal - j)) }
             if case .additive(let bias) = unit.mask { s += E.toDouble(bias.pointer(i, j).pointee) }
             scores[j] = s

@@ -51,7 +51,8 @@ public struct FlashAttention {
                                        threads: Int = ThreadSettings.numThreads, useReference: Bool = false) throws {
         let units = try varlenUnits(q: q, k: k, v: v, cuSeqlensQ: cuSeqlensQ, cuSeqlensK: cuSeqlensK,
                                     maxSeqlenQ: maxSeqlenQ, maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes,
-                                    out: out, lse: lse)
+                                    out: out, lse: lse, writesNothing: writesNothing(out, lse, probs))
+        if units.isEmpty && writesNothing(out, lse, probs) { return }
         let targets = try probs.map {
             try probabilityTargets($0, units: units, batch: cuSeqlensQ.count - 1, heads: q.shape[1])
         }
@@ -63,7 +64,7 @@ public struct FlashAttention {
     func varlenUnits<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
                                      cuSeqlensQ: [Int], cuSeqlensK: [Int], maxSeqlenQ: Int, maxSeqlenK: Int,
                                      alibiSlopes: Slopes?, out: MutableStridedTensor<E>,
-                                     lse: MutableStridedTensor<Float>?) throws -> [AttentionUnit<E>] {
+                                     lse: MutableStridedTensor<Float>?, writesNothing: Bool) throws -> [AttentionUnit<E>] {
         let layout = "(total, heads, head_dim)"
         try requireRank("q", q.shape, 3, layout)
         try requireRank("k", k.shape, 3, layout)
@@ -90,6 +91,9 @@ public struct FlashAttention {
             try validateWritable("softmax_lse", shape: lse.shape, strides: lse.strides)
         }
         let slopes = try SlopeTable(alibiSlopes, batch: sequencesQ.count, heads: geometry.queryHeads)
+        // A call with no output elements is done once it is checked: its units
+        // (sequences × heads, any of which may be huge) are never listed.
+        if writesNothing { return [] }
         var units: [AttentionUnit<E>] = []
         units.reserveCapacity(sequencesQ.count * geometry.queryHeads)
         for sequence in 0..<sequencesQ.count {
@@ -128,6 +132,12 @@ public struct FlashAttention {
             try validateWritable("softmax_lse", shape: lse.shape, strides: lse.strides)
         }
         let slopes = try SlopeTable(alibiSlopes, batch: batch, heads: geometry.queryHeads)
+        // A call with no output elements is done once it is checked (batch × heads
+        // units may be huge while every one is empty). S_dmask's own checks first.
+        if writesNothing(out, lse, probs) {
+            if let probs { _ = try probabilityTargets(probs, units: [], batch: batch, heads: geometry.queryHeads) }
+            return
+        }
         var units: [AttentionUnit<E>] = []
         units.reserveCapacity(batch * geometry.queryHeads)
         for b in 0..<batch {
@@ -172,8 +182,15 @@ public struct FlashAttention {
         return (views, probs.shape[2], probs.shape[3])
     }
 
+    /// Whether a call's outputs all have no elements (a tensor is empty exactly
+    /// when one of its dims is 0; negative dims are rejected before this matters).
+    func writesNothing<E>(_ out: MutableStridedTensor<E>, _ lse: MutableStridedTensor<Float>?,
+                          _ probs: MutableStridedTensor<E>?) -> Bool {
+        out.shape.contains(0) && (lse?.shape.contains(0) ?? true) && (probs?.shape.contains(0) ?? true)
+    }
+
     /// The option rules shared by every flash entry point.
-    func validateOptions(headDim: Int) throws {
+    func validateOptions(headDim: Int, computesInFloat: Bool) throws {
         guard dropoutP >= 0 && dropoutP <= 1 else {
             throw AttnError.invalidArgument(argument: "dropout_p", rule: "must be in [0, 1], got \(dropoutP)")
         }
@@ -184,18 +201,18 @@ public struct FlashAttention {
             throw AttnError.invalidArgument(argument: "window_size", rule: "entries must be >= -1, got (\(windowLeft), \(windowRight))")
         }
         let scale = softmaxScale ?? 1 / Double(headDim).squareRoot()
-        guard scale.isFinite else { throw AttnError.invalidArgument(argument: "softmax_scale", rule: "must be finite, got \(scale)") }
+        try AttentionOptions.validateScale(scale, argument: "softmax_scale", computesInFloat: computesInFloat)
     }
 
     func execute<E: AttnStorage>(units: [AttentionUnit<E>], headDim: Int, valueDim: Int, threads: Int,
                                  useReference: Bool, probabilities: ProbabilityTargets<E>? = nil) throws {
         var units = units
-        try validateOptions(headDim: headDim)
+        try validateOptions(headDim: headDim, computesInFloat: E.self != Double.self)
         let scale = softmaxScale ?? 1 / Double(headDim).squareRoot()
-        var options = AttentionOptions(headDim: headDim, valueDim: valueDim, scale: Float(scale))
-        options.softcap = Float(softcap)
-        options.windowLeft = windowLeft
-        options.windowRight = causal ? 0 : windowRight
+        var options = AttentionOptions(headDim: headDim, valueDim: valueDim, scale: scale)
+        options.setSoftcap(softcap)
+        options.windowLeft = AttentionOptions.boundedWindow(windowLeft)
+        options.windowRight = causal ? 0 : AttentionOptions.boundedWindow(windowRight)
         options.dropoutP = Float(dropoutP)
         options.seed = seed
         options.emptyRowLSE = .infinity
@@ -248,7 +265,9 @@ public struct FlashAttention {
                 throw AttnError.shape(argument: "k.shape[\(headAxis)]",
                                       rule: "must divide the query heads (\(queryHeads)), got \(keyHeads)")
             }
-            guard headDim >= 1 else { throw AttnError.shape(argument: "q.shape[\(dimAxis)]", rule: "must be >= 1, got 0") }
+            guard headDim >= 1 else {
+                throw AttnError.shape(argument: "q.shape[\(dimAxis)]", rule: "must be >= 1, got \(headDim)")
+            }
             for axis in 0..<q.rank {
                 try requireExtent("out", out.shape, axis: axis, equals: axis == dimAxis ? valueDim : q.shape[axis],
                                   axis == dimAxis ? "v.shape[\(dimAxis)]" : "q.shape[\(axis)]")

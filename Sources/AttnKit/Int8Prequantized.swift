@@ -40,9 +40,15 @@ extension FlashAttention {
         let anchor = UnsafePointer<E>(bitPattern: 64)!
         let queryShape = StridedTensor<E>(base: anchor, shape: qInt8.shape, strides: qInt8.strides)
         let keyShape = StridedTensor<E>(base: anchor, shape: kInt8.shape, strides: kInt8.strides)
-        var units = try varlenUnits(q: queryShape, k: keyShape, v: v, cuSeqlensQ: cuSeqlensQ, cuSeqlensK: cuSeqlensK,
+        var units: [AttentionUnit<E>]
+        do {
+            units = try varlenUnits(q: queryShape, k: keyShape, v: v, cuSeqlensQ: cuSeqlensQ, cuSeqlensK: cuSeqlensK,
                                     maxSeqlenQ: maxSeqlenQ, maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes,
-                                    out: out, lse: lse)
+                                    out: out, lse: lse, writesNothing: writesNothing(out, lse, nil))
+        } catch let error as AttnError {   // the planner's q and k are this entry's q_int8 and k_int8
+            throw error.renamingTensors(["q": "q_int8", "k": "k_int8"])
+        }
+        if units.isEmpty { return }   // nothing to write (checked above), or no sequences
         let heads = qInt8.shape[1], keyHeads = kInt8.shape[1], dim = qInt8.shape[2]
         let paddedDim = (dim + 3) & ~3
         let totalKeys = kInt8.shape[0]
@@ -84,12 +90,12 @@ extension FlashAttention {
         units = units.filter { $0.queries > 0 }
         if units.isEmpty { return }
         var options = AttentionOptions(headDim: dim, valueDim: v.shape[2],
-                                       scale: Float(softmaxScale ?? 1 / Double(dim).squareRoot()))
-        options.softcap = Float(softcap)
-        options.windowLeft = windowLeft
-        options.windowRight = causal ? 0 : windowRight
+                                       scale: softmaxScale ?? 1 / Double(dim).squareRoot())
+        options.setSoftcap(softcap)
+        options.windowLeft = AttentionOptions.boundedWindow(windowLeft)
+        options.windowRight = causal ? 0 : AttentionOptions.boundedWindow(windowRight)
         options.halfPrecisionValues = KernelDispatch.int8HalfPrecisionValues
-        try validateOptions(headDim: dim)
+        try validateOptions(headDim: dim, computesInFloat: true)
         try KernelDispatch.runFlash(units: units, options: options, threads: threads)
     }
 }

@@ -83,7 +83,7 @@ public struct ScaledDotProductAttention {
                                       rule: "must equal query.shape[-3] (\(queryHeads)) unless enable_gqa=True, got \(keyHeads)")
             }
         }
-        guard dim >= 1 else { throw AttnError.shape(argument: "query.shape[-1]", rule: "must be >= 1, got 0") }
+        guard dim >= 1 else { throw AttnError.shape(argument: "query.shape[-1]", rule: "must be >= 1, got \(dim)") }
         // Row and key indices travel in 32-bit SIMD lanes.
         guard seqQ < Int(Int32.max) / 2, seqK < Int(Int32.max) / 2 else {
             throw AttnError.invalidArgument(argument: "query", rule: "L and S must each be below 2^30")
@@ -100,9 +100,7 @@ public struct ScaledDotProductAttention {
             throw AttnError.invalidArgument(argument: "dropout_p", rule: "must be in [0, 1], got \(dropoutP)")
         }
         let resolvedScale = scale ?? 1 / Double(dim).squareRoot()
-        guard resolvedScale.isFinite else {
-            throw AttnError.invalidArgument(argument: "scale", rule: "must be finite, got \(resolvedScale)")
-        }
+        try AttentionOptions.validateScale(resolvedScale, argument: "scale", computesInFloat: E.self != Double.self)
 
         // The mask's strides over (N..., Hq, L, S), broadcast dims at stride 0.
         let fullShape = Array(query.shape[0..<(rank - 2)]) + [seqQ, seqK]
@@ -117,7 +115,7 @@ public struct ScaledDotProductAttention {
             maskBroadcast = (base, try broadcastStrides(shape: shape, strides: strides, to: fullShape), isKeep)
         }
 
-        var options = AttentionOptions(headDim: dim, valueDim: valueDim, scale: Float(resolvedScale))
+        var options = AttentionOptions(headDim: dim, valueDim: valueDim, scale: resolvedScale)
         if isCausal { options.windowRight = 0 }
         options.dropoutP = Float(dropoutP)
         options.seed = seed

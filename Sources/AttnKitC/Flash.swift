@@ -8,6 +8,10 @@ private func flashOptions(_ params: UnsafePointer<attn_flash_params>?) throws ->
     try requireFlag("params->has_scale", p.has_scale)
     try requireFlag("params->int8_qk", p.int8_qk)
     try requireFlag("params->smooth_k", p.smooth_k)
+    guard p.reserved == 0, p.reserved2 == 0 else {
+        throw ABIError(status: ATTN_ERR_INVALID_ARGUMENT,
+                       message: "params->reserved and params->reserved2 must be 0, got \(p.reserved) and \(p.reserved2)")
+    }
     var attention = FlashAttention(
         causal: p.causal != 0, softmaxScale: p.has_scale != 0 ? p.softmax_scale : nil,
         windowLeft: Int(p.window_left), windowRight: Int(p.window_right), softcap: p.softcap,
@@ -32,8 +36,18 @@ func qkQuantization(_ code: Int32) -> QKQuantization? {
     }
 }
 
+private let indexDtypes = [Int32(ATTN_DTYPE_I32), Int32(ATTN_DTYPE_I64)]
+
+/// Whether every given output descriptor has no elements (a dim of 0, none negative).
+private func writesNothing(_ outputs: [Descriptor?]) -> Bool {
+    outputs.allSatisfy { output in
+        guard let output else { return true }
+        return output.shape.contains(0) && output.shape.allSatisfy { $0 >= 0 }
+    }
+}
+
 private func cuSeqlens(_ name: String, _ tensor: UnsafePointer<attn_tensor>?) throws -> [Int] {
-    let descriptor = try Descriptor(name, tensor, dtypes: [Int32(ATTN_DTYPE_I32), Int32(ATTN_DTYPE_I64)])
+    let descriptor = try Descriptor(name, tensor, dtypes: indexDtypes)
     if Int(descriptor.dtype) == ATTN_DTYPE_I32 {
         return try readIndexTensor(name, int32: descriptor.view(Int32.self), int64: nil)
     }
@@ -68,6 +82,13 @@ private func flashVarlen(
     sDmask: Descriptor?
 ) throws {
     let o = try FlashOperands(params, q, k, v, alibiSlopes, out, softmaxLse, sDmask: sDmask)
+    // No output elements: done once the descriptors are checked, without
+    // reading cu_seqlens (a stride-0 view may claim any length).
+    if writesNothing([o.output, o.lse, o.sDmask]) {
+        _ = try Descriptor("cu_seqlens_q", cuSeqlensQ, dtypes: indexDtypes)
+        _ = try Descriptor("cu_seqlens_k", cuSeqlensK, dtypes: indexDtypes)
+        return
+    }
     let cuQ = try cuSeqlens("cu_seqlens_q", cuSeqlensQ)
     let cuK = try cuSeqlens("cu_seqlens_k", cuSeqlensK)
     func run<E: AttnStorage>(_: E.Type) throws {
@@ -165,10 +186,15 @@ public func attn_flash_varlen_int8_forward(
         let value = try Descriptor("v", v, dtypes: [Int32(ATTN_DTYPE_F32), Int32(ATTN_DTYPE_F16), Int32(ATTN_DTYPE_BF16)])
         let output = try Descriptor("out", out, dtypes: attentionDtypes)
         try output.requireDtype(value.dtype, sameAs: "v")
-        let cuQ = try cuSeqlens("cu_seqlens_q", cuSeqlensQ)
-        let cuK = try cuSeqlens("cu_seqlens_k", cuSeqlensK)
         let slopes = try alibiSlopes.map { try Descriptor("alibi_slopes", $0, dtypes: f32) }
         let lse = try softmaxLse.map { try Descriptor("softmax_lse", $0, dtypes: f32) }
+        if writesNothing([output, lse]) {   // as in flashVarlen
+            _ = try Descriptor("cu_seqlens_q", cuSeqlensQ, dtypes: indexDtypes)
+            _ = try Descriptor("cu_seqlens_k", cuSeqlensK, dtypes: indexDtypes)
+            return
+        }
+        let cuQ = try cuSeqlens("cu_seqlens_q", cuSeqlensQ)
+        let cuK = try cuSeqlens("cu_seqlens_k", cuSeqlensK)
         func run<E: AttnStorage>(_: E.Type) throws {
             try attention.varlenPrequantized(
                 qInt8: queries.view(Int8.self), qScale: queryScales.view(Float.self), kInt8: keys.view(Int8.self),

@@ -86,11 +86,19 @@ func withStorage(_ dtype: attn_dtype, _ body: (any AttnStorage.Type) throws -> V
     }
 }
 
-/// Reads a params struct whose first field is its size (the libjpeg idea).
-/// A caller built against an older header passes a smaller struct: every
-/// field it has is read, and the fields added since read as zero, which each
-/// struct documents as the old behaviour. `minimumSize` is the size of the
-/// struct's first released version.
+/// The largest struct_size any params struct may declare.
+let maximumStructSize = 4096
+
+/// Reads a params struct whose first field is its size, with the rule of the
+/// Linux kernel's copy_struct_from_user:
+/// - a caller built against an older header passes a smaller struct: every
+///   field it has is read, and the fields added since read as zero, which each
+///   struct documents as the old behaviour (`minimumSize` is the size of the
+///   struct's first released version);
+/// - a caller built against a newer header may pass a larger struct only if
+///   every byte past the fields this library knows is zero (a nonzero one asks
+///   for something this version cannot do);
+/// - struct_size above maximumStructSize is rejected.
 func readParams<P>(_ name: String, _ pointer: UnsafePointer<P>?, minimumSize: Int? = nil) throws -> P {
     guard let pointer else { throw ABIError(status: ATTN_ERR_NULL_POINTER, message: "\(name) must not be NULL") }
     let declared = Int(UnsafeRawPointer(pointer).load(as: UInt32.self))
@@ -98,6 +106,19 @@ func readParams<P>(_ name: String, _ pointer: UnsafePointer<P>?, minimumSize: In
     guard declared >= required else {
         throw ABIError(status: ATTN_ERR_STRUCT_SIZE,
                        message: "\(name)->struct_size must be at least \(required), got \(declared)")
+    }
+    guard declared <= maximumStructSize else {
+        throw ABIError(status: ATTN_ERR_STRUCT_SIZE,
+                       message: "\(name)->struct_size must be at most \(maximumStructSize), got \(declared)")
+    }
+    let known = MemoryLayout<P>.size
+    if declared > known {
+        let bytes = UnsafeRawPointer(pointer)
+        for offset in known..<declared where bytes.load(fromByteOffset: offset, as: UInt8.self) != 0 {
+            throw ABIError(status: ATTN_ERR_STRUCT_SIZE,
+                           message: "\(name): bytes past the \(known) this library knows must be 0 (struct_size \(declared)), "
+                               + "got a nonzero byte at offset \(offset)")
+        }
     }
     if declared >= MemoryLayout<P>.size { return pointer.pointee }
     let copy = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<P>.size, alignment: MemoryLayout<P>.alignment)

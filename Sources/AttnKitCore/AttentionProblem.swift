@@ -194,8 +194,55 @@ package struct AttentionOptions {
     /// tiles whose V could overflow fp16 sums keep the fp32 P·V.
     package var halfPrecisionValues = false
 
-    package init(headDim: Int, valueDim: Int, scale: Float) {
-        self.headDim = headDim; self.valueDim = valueDim; self.scale = scale
+    /// The softmax scale and softcap as given, for the fp64 path (AttentionReference):
+    /// `scale` and `softcap` above are their fp32 roundings, which the fp32 kernels use.
+    package var exactScale: Double
+    package var exactSoftcap: Double = 0
+
+    package init(headDim: Int, valueDim: Int, scale: Double) {
+        self.headDim = headDim; self.valueDim = valueDim; self.scale = Float(scale); self.exactScale = scale
+    }
+
+    /// Sets the softcap (0 = off) in both precisions. softcap·tanh(s/softcap)
+    /// tends to s as softcap grows and to 0 as it shrinks, so outside fp32's
+    /// normal range the fp32 value takes the limit instead of overflowing or
+    /// flushing: above fp32's largest finite value, off (softcap·tanh(s/softcap)
+    /// rounds to s in fp32 long before); below its least normal value, that
+    /// least normal value (every capped score is then within 1.2e-38 of 0, as
+    /// it is with the exact softcap: uniform attention before masks and bias).
+    package mutating func setSoftcap(_ softcap: Double) {
+        exactSoftcap = softcap
+        if softcap > Double(Float.greatestFiniteMagnitude) {
+            self.softcap = 0
+        } else if softcap > 0 && softcap < Double(Float.leastNormalMagnitude) {
+            self.softcap = Float.leastNormalMagnitude
+        } else {
+            self.softcap = Float(softcap)
+        }
+    }
+
+    /// The scale rule of every entry point: finite, and for inputs computed in
+    /// fp32 (fp32, fp16, bf16), within fp32's finite range, since scores are
+    /// fp32 there (a scale of 1e300 would make every score ±inf and every
+    /// output NaN). fp64 inputs keep the fp64 scale.
+    package static func validateScale(_ scale: Double, argument: String, computesInFloat: Bool) throws {
+        guard scale.isFinite else {
+            throw AttnError.invalidArgument(argument: argument, rule: "must be finite, got \(scale)")
+        }
+        let largest = Double(Float.greatestFiniteMagnitude)
+        guard !computesInFloat || scale.magnitude <= largest else {
+            throw AttnError.invalidArgument(argument: argument,
+                                            rule: "must be within fp32's range (|scale| <= \(largest)) for fp32, fp16 and bf16 inputs, "
+                                                + "whose scores are fp32, got \(scale)")
+        }
+    }
+
+    /// A window side as the kernels store it: −1 (unbounded) for any width of
+    /// 2^31 or more. Sequence lengths are below 2^30, so such a window already
+    /// covers every key; wider values would overflow the masks' 32-bit lane
+    /// arithmetic (a window of INT64_MAX once emptied every row).
+    package static func boundedWindow(_ width: Int) -> Int {
+        width >= 1 << 31 ? -1 : width
     }
 
     /// The allowed key range [lo, hi] of query `row` (before clamping to the keys).

@@ -20,7 +20,7 @@ public enum ThreadSettings {
     }()
 
     /// An upper bound that keeps a bad setting from spawning thousands of threads.
-    public static let maxThreads = 1024
+    public static let maxThreads = 1024   // ATTNKIT_MAX_THREADS in attnkit.h (the C client test checks both)
 
     public static var numThreads: Int {
         let value = configured.load(ordering: .relaxed)

@@ -150,7 +150,11 @@ public func fastExpPortable(_ x: SIMD16<Float>) -> SIMD16<Float> {
     return result
 }
 
-/// tanh(x) = sign(x)·(1 − 2/(e^{2|x|} + 1)), vectorized.
+/// tanh(x) = sign(x)·(1 − 2/(e^{2|x|} + 1)), vectorized; for |x| < 1/8, where
+/// that difference cancels (a relative error of 6e-6 at x = 0.01, and 0 for
+/// tiny x), the series x − x³/3 + 2x⁵/15 − 17x⁷/315 (its first omitted term
+/// is below 2e-9 relative there). So softcap·tanh(s/softcap) tends to s as
+/// the softcap grows, as it should.
 @_transparent
 public func fastTanh(_ x: SIMD16<Float>) -> SIMD16<Float> {
     let zero = SIMD16<Float>(), one = SIMD16<Float>(repeating: 1), two = SIMD16<Float>(repeating: 2)
@@ -159,6 +163,11 @@ public func fastTanh(_ x: SIMD16<Float>) -> SIMD16<Float> {
     let e = fastExp(two * magnitude)
     var result = one - two / (e + one)
     result.replace(with: zero - result, where: x .< zero)
+    let square = x * x
+    var series = multiplyAdd(square, SIMD16(repeating: -17.0 / 315.0), SIMD16(repeating: 2.0 / 15.0))
+    series = multiplyAdd(series, square, SIMD16(repeating: -1.0 / 3.0))
+    series = multiplyAdd(series * square, x, x)
+    result.replace(with: series, where: magnitude .< SIMD16<Float>(repeating: 0.125))
     result.replace(with: x, where: x .!= x)
     return result
 }

@@ -204,6 +204,9 @@ int main(void) {
           "available isas 0x%x (running %d)", isas, isa);
     CHECK(attn_get_available_isas(NULL) == ATTN_ERR_NULL_POINTER, "NULL isa mask accepted");
 
+    CHECK(attn_set_num_threads(ATTNKIT_MAX_THREADS + 1) == ATTN_ERR_INVALID_ARGUMENT &&
+          strstr(attn_last_error(), "1...1024"), "set_num_threads(max + 1): %s", attn_last_error());
+    CHECK(attn_set_num_threads(ATTNKIT_MAX_THREADS) == ATTN_OK, "set_num_threads(ATTNKIT_MAX_THREADS) refused");
     int32_t threads = 0;
     CHECK(attn_get_num_threads(&threads) == ATTN_OK && threads >= 1, "threads %d", threads);
     CHECK(attn_set_num_threads(0) == ATTN_ERR_INVALID_ARGUMENT, "set_num_threads(0) accepted");

@@ -28,7 +28,8 @@ def _scalar(name, value, allow_none=False):
 def _index_tensor(name, value):
     """cu_seqlens as given (tensor or array, int32 or int64), or a list turned into an int64 array."""
     if isinstance(value, (list, tuple)):
-        return np.asarray(value, dtype=np.int64)
+        # Each entry must be an int: np.asarray would truncate 4.7 to 4.
+        return np.asarray([check_int(f"{name}[{i}]", entry) for i, entry in enumerate(value)], dtype=np.int64)
     return check_tensor(name, value)
 
 

@@ -48,7 +48,8 @@ void init_core(py::module_ &m) {
     });
     m.def("set_num_threads", [](int64_t threads) {
         if (threads < 1 || threads > INT32_MAX) {
-            throw py::value_error("num_threads must be >= 1, got " + std::to_string(threads));
+            throw py::value_error("num_threads must be in 1..." + std::to_string(ATTNKIT_MAX_THREADS) + ", got " +
+                                  std::to_string(threads));
         }
         raise_if_error(attn_set_num_threads(static_cast<int32_t>(threads)));
     }, py::arg("num_threads"));

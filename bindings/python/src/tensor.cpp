@@ -63,6 +63,10 @@ void check_rank(size_t rank, const char *name) {
 attn_tensor describe(py::handle object, const char *name) {
     attn_tensor tensor = empty_descriptor();
     if (py::isinstance<py::array>(object)) {
+        if (py::isinstance(object, py::module_::import("numpy.ma").attr("MaskedArray"))) {
+            throw py::type_error(std::string(name) + " is a numpy masked array, whose mask attnkit would ignore; pass " +
+                                 name + ".filled(...) or the plain data");
+        }
         auto array = py::reinterpret_borrow<py::array>(object);
         check_rank(static_cast<size_t>(array.ndim()), name);
         tensor.dtype = numpy_dtype(array.dtype(), name);
@@ -83,6 +87,26 @@ attn_tensor describe(py::handle object, const char *name) {
         const auto device = py::str(object.attr("device").attr("type")).cast<std::string>();
         if (device != "cpu") {
             throw py::value_error(std::string(name) + " must be a CPU tensor, got device " + device);
+        }
+        if (py::str(object.attr("layout")).cast<std::string>() != "torch.strided") {
+            throw py::value_error(std::string(name) + " must be a strided (dense) tensor, got layout " +
+                                  py::str(object.attr("layout")).cast<std::string>());
+        }
+        // Views whose flags change their values without changing memory.
+        if (object.attr("is_neg")().cast<bool>()) {
+            throw py::value_error(std::string(name) + " is a negated view (is_neg() is True), which attnkit would read "
+                                  "unnegated; pass " + name + ".resolve_neg()");
+        }
+        if (object.attr("is_conj")().cast<bool>()) {
+            throw py::value_error(std::string(name) + " is a conjugated view (is_conj() is True); pass " + name +
+                                  ".resolve_conj()");
+        }
+        // attnkit has no backward pass yet: a result silently detached from the graph
+        // would fail far from here, at backward().
+        if (object.attr("requires_grad").cast<bool>() &&
+            py::module_::import("torch").attr("is_grad_enabled")().cast<bool>()) {
+            throw py::value_error(std::string(name) + " requires grad, but attnkit's functions are forward-only (no "
+                                  "backward yet): call them under torch.no_grad() or pass " + name + ".detach()");
         }
         tensor.dtype = torch_dtype(py::str(object.attr("dtype")).cast<std::string>(), name);
         auto shape = object.attr("shape").cast<py::tuple>();
