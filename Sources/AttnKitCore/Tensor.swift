@@ -59,13 +59,16 @@ package func validateLayout(_ name: String, shape: [Int], strides: [Int], hasDat
     guard shape.count == strides.count else {
         throw AttnError.shape(argument: name, rule: "has \(shape.count) dims but \(strides.count) strides")
     }
+    for axis in 0..<shape.count where shape[axis] < 0 {
+        throw AttnError.shape(argument: "\(name).shape[\(axis)]", rule: "must be >= 0, got \(shape[axis])")
+    }
+    // An empty tensor has no element offsets to compute, whatever its strides
+    // (torch gives empty tensors strides as if the 0 were a 1).
+    if shape.contains(0) { return }
     var elements = 1
     var span = 0
     for axis in 0..<shape.count {
         let extent = shape[axis]
-        guard extent >= 0 else {
-            throw AttnError.shape(argument: "\(name).shape[\(axis)]", rule: "must be >= 0, got \(extent)")
-        }
         let (product, overflow) = elements.multipliedReportingOverflow(by: extent)
         guard !overflow else {
             throw AttnError.overflow(argument: name, rule: "element count overflows Int64")

@@ -3,6 +3,7 @@
 #include <attnkit.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -153,6 +154,38 @@ int main(void) {
     flash.struct_size = 8;
     CHECK(attn_flash_varlen_forward(&flash, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL) == ATTN_ERR_STRUCT_SIZE,
           "struct_size 8 accepted");
+    /* The copy_struct_from_user rule: a larger struct only with zeros past the known fields, at most 4096 bytes. */
+    struct { attn_flash_params known; unsigned char newer[24]; } larger;
+    memset(&larger, 0, sizeof larger);
+    memcpy(&larger.known, &flash, ATTN_FLASH_PARAMS_V1_SIZE);
+    larger.known.struct_size = sizeof larger;
+    status = attn_flash_varlen_forward(&larger.known, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
+    CHECK(status == ATTN_OK && fabsf(out[1] - 7.0f) < 1e-5f, "larger zero-padded params: %s", attn_last_error());
+    larger.newer[5] = 1;
+    status = attn_flash_varlen_forward(&larger.known, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
+    CHECK(status == ATTN_ERR_STRUCT_SIZE && strstr(attn_last_error(), "must be 0"), "nonzero byte past the known fields: %s",
+          attn_last_error());
+    larger.newer[5] = 0;
+    larger.known.reserved = 3;
+    status = attn_flash_varlen_forward(&larger.known, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
+    CHECK(status == ATTN_ERR_INVALID_ARGUMENT && strstr(attn_last_error(), "params->reserved"), "reserved 3: %s",
+          attn_last_error());
+    flash.struct_size = 0xFFFFFFFFu;
+    status = attn_flash_varlen_forward(&flash, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
+    CHECK(status == ATTN_ERR_STRUCT_SIZE && strstr(attn_last_error(), "at most 4096"), "struct_size 0xFFFFFFFF: %s",
+          attn_last_error());
+    /* A negative head dim is reported as given. */
+    fq.shape[2] = fk.shape[2] = -8;
+    status = attn_flash_varlen_forward(&larger.known, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
+    CHECK(status == ATTN_ERR_SHAPE && strstr(attn_last_error(), "got -8"), "head dim -8: %s", attn_last_error());
+    fq.shape[2] = fk.shape[2] = 1;
+    /* Windows near INT64_MAX are unbounded, not empty: out = 7 for the non-causal second query. */
+    larger.known.reserved = 0;
+    larger.known.causal = 0;
+    larger.known.window_left = INT64_MAX; larger.known.window_right = INT64_MAX;
+    status = attn_flash_varlen_forward(&larger.known, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
+    CHECK(status == ATTN_OK && fabsf(out[0] - 7.0f) < 1e-5f && fabsf(out[1] - 7.0f) < 1e-5f,
+          "window INT64_MAX: %s, out = %g %g, want 7 7", attn_last_error(), out[0], out[1]);
     cu[1] = 3;   /* past the packed rows */
     flash.struct_size = ATTN_FLASH_PARAMS_V1_SIZE;
     status = attn_flash_varlen_forward(&flash, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
