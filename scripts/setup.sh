@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libopenblas-dev pybind11-dev cmake ninja-build pkg-config libc6-dev-arm64-cross)
+APT_PACKAGES=(libopenblas-dev pybind11-dev cmake ninja-build pkg-config libc6-dev-arm64-cross abigail-tools)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

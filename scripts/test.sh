@@ -44,6 +44,9 @@ if [[ " ${tiers[*]} " == *" avx2 "* ]]; then
   done
 fi
 
+echo "==> ABI: the public header against the 0.1 baseline (abidiff)"
+bash scripts/check_abi.sh
+
 echo "==> arm64 compile-only check (nothing is run for arm64)"
 bash scripts/check_portable.sh
 
