@@ -113,6 +113,18 @@ public enum KernelDispatch {
         #endif
     }()
 
+    /// Initializes every lazily computed global the kernels read, on the
+    /// calling thread, before any worker thread starts. In a process forked from
+    /// one that never called attnkit, two threads meeting in the Swift runtime's
+    /// lazy-global initialization (swift_once) spun forever in 2-3% of first
+    /// calls (Tests/c/fork_first_call.c reproduces it); initialized here, the
+    /// workers only read them.
+    public static func prepare() {
+        _ = kernels
+        _ = int8HalfPrecisionValues
+        _ = ThreadSettings.numThreads
+    }
+
     static func runFlash<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
         try kernels.runFlash(units: units, options: options, threads: threads)
     }

@@ -66,6 +66,7 @@ struct ABIError: Error {
 
 /// Runs `body`, turning every thrown error into its status code and message.
 func withStatus(_ function: String, _ body: () throws -> Void) -> attn_status {
+    KernelDispatch.prepare()
     do {
         try body()
         return attn_status(ATTN_OK)

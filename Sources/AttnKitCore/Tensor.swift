@@ -81,7 +81,10 @@ package func validateLayout(_ name: String, shape: [Int], strides: [Int], hasDat
             }
             let (reach, overflowReach) = Int(magnitude).multipliedReportingOverflow(by: extent - 1)
             let (sum, overflowSum) = span.addingReportingOverflow(reach)
-            guard !overflowReach && !overflowSum else {
+            // In bytes too, for every element size up to 8: an element offset that
+            // fits Int64 but whose byte offset does not would wrap around the
+            // address space (a stride of 2^62 fp32 elements is 2^64 bytes: 0).
+            guard !overflowReach && !overflowSum && sum <= Int.max / 8 else {
                 throw AttnError.overflow(argument: name, rule: "strides reach beyond Int64 offsets")
             }
             span = sum
