@@ -24,7 +24,8 @@ attn_dtype numpy_dtype(const py::dtype &dtype, const char *name) {
     if (kind == 'i' && size == 4) return ATTN_DTYPE_I32;
     if (kind == 'i' && size == 8) return ATTN_DTYPE_I64;
     if (py::str(dtype).cast<std::string>() == "bfloat16" && size == 2) return ATTN_DTYPE_BF16;
-    throw py::type_error(std::string(name) + " has unsupported dtype " + py::str(dtype).cast<std::string>());
+    throw py::type_error(std::string(name) + ".dtype must be one attnkit reads (float32, float64, float16, bfloat16, "
+                         "bool, uint8, int8, int32, int64), got " + py::str(dtype).cast<std::string>());
 }
 
 attn_dtype torch_dtype(const std::string &dtype, const char *name) {
@@ -37,7 +38,8 @@ attn_dtype torch_dtype(const std::string &dtype, const char *name) {
     if (dtype == "torch.int8") return ATTN_DTYPE_I8;
     if (dtype == "torch.int32") return ATTN_DTYPE_I32;
     if (dtype == "torch.int64") return ATTN_DTYPE_I64;
-    throw py::type_error(std::string(name) + " has unsupported dtype " + dtype);
+    throw py::type_error(std::string(name) + ".dtype must be one attnkit reads (float32, float64, float16, bfloat16, "
+                         "bool, uint8, int8, int32, int64), got " + dtype);
 }
 
 bool is_torch_tensor(py::handle object) {
