@@ -25,6 +25,16 @@ echo "==> cmake build and install to build/install"
 cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/cmake
 cmake --install build/cmake --prefix "$PWD/build/install" >/dev/null
+# Each kernel tier must keep its own copies of shared generic specializations
+# (cmake/LocalizeKernelTier.cmake): no weak symbol may be left in a tier archive.
+for archive in build/cmake/libAttnKitKernels*.a; do
+  if nm --defined-only "$archive" | grep -q ' [WV] '; then
+    echo "tier isolation: $archive still defines weak symbols that other tiers' code could bind to" >&2
+    nm --defined-only "$archive" | grep ' [WV] ' | head >&2
+    exit 1
+  fi
+done
+echo "tier isolation: every kernel tier archive keeps its generic specializations local"
 
 echo "==> C client against the installed header and library (find_package and pkg-config), once per tier"
 PKG_CONFIG_PATH="$PWD/build/install/lib/pkgconfig" \
