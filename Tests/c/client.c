@@ -174,13 +174,13 @@ int main(void) {
     status = attn_flash_varlen_forward(&flash, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
     CHECK(status == ATTN_ERR_STRUCT_SIZE && strstr(attn_last_error(), "at most 4096"), "struct_size 0xFFFFFFFF: %s",
           attn_last_error());
+    larger.known.reserved = 0;
     /* A negative head dim is reported as given. */
     fq.shape[2] = fk.shape[2] = -8;
     status = attn_flash_varlen_forward(&larger.known, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
     CHECK(status == ATTN_ERR_SHAPE && strstr(attn_last_error(), "got -8"), "head dim -8: %s", attn_last_error());
     fq.shape[2] = fk.shape[2] = 1;
     /* Windows near INT64_MAX are unbounded, not empty: out = 7 for the non-causal second query. */
-    larger.known.reserved = 0;
     larger.known.causal = 0;
     larger.known.window_left = INT64_MAX; larger.known.window_right = INT64_MAX;
     status = attn_flash_varlen_forward(&larger.known, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL);
