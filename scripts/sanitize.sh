@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sanitizer runs of the library itself (not just a harness), through the CMake
+# build so each kernel tier keeps its own code (cmake/LocalizeKernelTier.cmake):
+#   address (Swift; Swift has no UBSan on Linux) with address,undefined on the C
+#   side: the bad-call catalogue, the C client and the fork test;
+#   thread:            the 8-thread stress test (bitwise against one thread).
+# Not part of the test command (two extra builds of the whole library); run it
+# by hand: bash scripts/sanitize.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >/dev/null
+run() {   # run <name> <swift sanitizers> <clang sanitizers> <programs...>
+  local name=$1 swift_flags=$2 c_flags=$3; shift 3
+  local build="build/sanitize-$name"
+  echo "==> $name: building the library with -sanitize=$swift_flags"
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_Swift_FLAGS="-sanitize=$swift_flags" \
+    -DCMAKE_C_FLAGS="-fsanitize=$c_flags" >/dev/null
+  cmake --build "$build" >/dev/null
+  for program in "$@"; do
+    clang -O1 -g -fsanitize="$c_flags" -shared-libsan -Iinclude "Tests/c/$program.c" -o "$build/$program" \
+      -L"$build" -lattnkit -Wl,-rpath,"$PWD/$build" -Wl,-rpath,"$(clang -print-resource-dir)/lib/linux" \
+      -lm -lpthread
+    echo "--- $name: $program"
+    "$build/$program"
+  done
+}
+run address-undefined address address,undefined catalogue client fork_first_call
+run thread thread thread stress
+echo "sanitize: all runs clean"
