@@ -24,6 +24,9 @@ if(NOT rc EQUAL 0)
   message(FATAL_ERROR "${AR} x ${ARCHIVE} failed")
 endif()
 file(GLOB objects "${work}/*.o")
+# swiftc updates an existing archive in place, so a rebuilt archive still holds
+# the previous run's combined object beside the new objects: leave it out.
+list(FILTER objects EXCLUDE REGEX "\\.tier\\.o$")
 list(LENGTH objects count)
 if(count EQUAL 0)
   message(FATAL_ERROR "no objects in ${ARCHIVE}")
