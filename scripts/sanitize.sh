@@ -16,10 +16,15 @@ run() {   # run <name> <swift sanitizers> <clang sanitizers> <programs...>
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_Swift_FLAGS="-sanitize=$swift_flags" \
     -DCMAKE_C_FLAGS="-fsanitize=$c_flags" >/dev/null
   cmake --build "$build" >/dev/null
+  # The toolchain's TSan runtime intercepts libdispatch, so it needs the Swift toolchain's libdispatch.
+  local swift_lib
+  swift_lib="$(dirname "$(command -v swiftc)")/../lib/swift/linux"
+  local extra=()
+  [[ "$c_flags" == *thread* ]] && extra=(-L"$swift_lib" -ldispatch -Wl,-rpath,"$swift_lib")
   for program in "$@"; do
     clang -O1 -g -fsanitize="$c_flags" -shared-libsan -Iinclude "Tests/c/$program.c" -o "$build/$program" \
       -L"$build" -lattnkit -Wl,-rpath,"$PWD/$build" -Wl,-rpath,"$(clang -print-resource-dir)/lib/linux" \
-      -lm -lpthread
+      "${extra[@]}" -lm -lpthread
     echo "--- $name: $program"
     "$build/$program"
   done
