@@ -96,11 +96,36 @@ public func softmaxExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
 /// stays NaN through the arithmetic. Equal to fastExpPortable on [−87.33, 0].
 @_transparent
 public func softmaxExpPortable(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    var result = portableReducedExp(x)
+    result.replace(with: SIMD16<Float>(), where: x .< SIMD16<Float>(repeating: -87.33))
+    return result
+}
+
+/// The portable e^x (every build; the only one without AVX-512).
+@_transparent
+public func fastExpPortable(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    let low = SIMD16<Float>(repeating: -87.33), high = SIMD16<Float>(repeating: 88.37)
+    let overflow = SIMD16<Float>(repeating: 88.72), infinity = SIMD16<Float>(repeating: .infinity)
+    var clamped = x
+    clamped.replace(with: low, where: x .< low)
+    clamped.replace(with: high, where: x .> high)
+    var result = portableReducedExp(clamped)
+    result.replace(with: SIMD16<Float>(), where: x .< low)
+    result.replace(with: infinity, where: x .> overflow)
+    result.replace(with: x, where: x .!= x)
+    return result
+}
+
+/// e^x as p(r)·2^n, x = n·ln2 + r (Cody–Waite, ln2 in two parts), p Cephes'
+/// degree-5 minimax polynomial for (e^r − 1 − r)/r², 2^n through the
+/// exponent bits; exact enough for |x| <= 88.37, callers select the rest.
+@_transparent
+public func portableReducedExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
     let log2e = SIMD16<Float>(repeating: 1.44269504088896341)
     let minusLn2Hi = SIMD16<Float>(repeating: -0.693359375)
     let minusLn2Lo = SIMD16<Float>(repeating: 2.12194440e-4)
+    // Adding 1.5·2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
     let roundingMagic = SIMD16<Float>(repeating: 12582912.0)
-    let one = SIMD16<Float>(repeating: 1)
     let shifted = multiplyAdd(x, log2e, roundingMagic)
     let n = shifted - roundingMagic
     let r = multiplyAdd(n, minusLn2Lo, multiplyAdd(n, minusLn2Hi, x))
@@ -110,44 +135,9 @@ public func softmaxExpPortable(_ x: SIMD16<Float>) -> SIMD16<Float> {
     p = multiplyAdd(p, r, SIMD16(repeating: 4.1665795894e-2))
     p = multiplyAdd(p, r, SIMD16(repeating: 1.6666665459e-1))
     p = multiplyAdd(p, r, SIMD16(repeating: 5.0000001201e-1))
-    p = multiplyAdd(p, r * r, r + one)
+    p = multiplyAdd(p, r * r, r + SIMD16<Float>(repeating: 1))
     let integer = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(roundingMagic, to: SIMD16<Int32>.self)
-    var result = p * unsafeBitCast((integer &+ 127) &<< 23, to: SIMD16<Float>.self)
-    result.replace(with: SIMD16<Float>(), where: x .< SIMD16<Float>(repeating: -87.33))
-    return result
-}
-
-/// The portable e^x (every build; the only one without AVX-512).
-@_transparent
-public func fastExpPortable(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    let log2e = SIMD16<Float>(repeating: 1.44269504088896341)
-    let minusLn2Hi = SIMD16<Float>(repeating: -0.693359375)
-    let minusLn2Lo = SIMD16<Float>(repeating: 2.12194440e-4)
-    // Adding 1.5·2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
-    let roundingMagic = SIMD16<Float>(repeating: 12582912.0)
-    let low = SIMD16<Float>(repeating: -87.33), high = SIMD16<Float>(repeating: 88.37)
-    let overflow = SIMD16<Float>(repeating: 88.72), zero = SIMD16<Float>(), infinity = SIMD16<Float>(repeating: .infinity)
-    let one = SIMD16<Float>(repeating: 1)
-    var clamped = x
-    clamped.replace(with: low, where: x .< low)
-    clamped.replace(with: high, where: x .> high)
-    let shifted = multiplyAdd(clamped, log2e, roundingMagic)
-    let n = shifted - roundingMagic
-    let r = multiplyAdd(n, minusLn2Lo, multiplyAdd(n, minusLn2Hi, clamped))
-    var p = SIMD16<Float>(repeating: 1.9875691500e-4)
-    p = multiplyAdd(p, r, SIMD16(repeating: 1.3981999507e-3))
-    p = multiplyAdd(p, r, SIMD16(repeating: 8.3334519073e-3))
-    p = multiplyAdd(p, r, SIMD16(repeating: 4.1665795894e-2))
-    p = multiplyAdd(p, r, SIMD16(repeating: 1.6666665459e-1))
-    p = multiplyAdd(p, r, SIMD16(repeating: 5.0000001201e-1))
-    p = multiplyAdd(p, r * r, r + one)
-    let integer = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(roundingMagic, to: SIMD16<Int32>.self)
-    let twoToN = unsafeBitCast((integer &+ 127) &<< 23, to: SIMD16<Float>.self)
-    var result = p * twoToN
-    result.replace(with: zero, where: x .< low)
-    result.replace(with: infinity, where: x .> overflow)
-    result.replace(with: x, where: x .!= x)
-    return result
+    return p * unsafeBitCast((integer &+ 127) &<< 23, to: SIMD16<Float>.self)
 }
 
 /// tanh(x) = sign(x)·(1 − 2/(e^{2|x|} + 1)), vectorized; for |x| < 1/8, where
