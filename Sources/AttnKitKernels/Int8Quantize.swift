@@ -58,20 +58,16 @@ public enum Int8Quantizer {
     public static func quantizeRow<E: AttnStorage>(_ row: UnsafePointer<E>, colStride: Int, mean: UnsafePointer<Float>,
                                                    inverse: Float, count: Int,
                                                    into levels: UnsafeMutablePointer<Int8>) -> (sum: Int32, finite: Bool) {
-        #if ATTNKIT_AVX512
+        #if ATTNKIT_AVX512 || ATTNKIT_AVX2
         var sum = SIMD16<Int32>()
         var bad = SIMDMask<SIMD16<Int32>>()
         let scale = SIMD16<Float>(repeating: inverse)
-        let high = unsafeBitCast(SIMD16<Int32>(repeating: 127), to: SIMD8<Int64>.self)
-        let low = unsafeBitCast(SIMD16<Int32>(repeating: -127), to: SIMD8<Int64>.self)
         @inline(__always) func levels16(_ x: SIMD16<Float>) -> SIMD16<Int8> {
             let difference = x - x
             bad .|= difference .!= difference
-            // vcvtps2dq rounds half to even (the default MXCSR mode); NaN gives
-            // INT_MIN, clamped like any other value (the row's scale turns NaN).
-            let rounded = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(x * scale), low), high)
-            sum &+= unsafeBitCast(rounded, to: SIMD16<Int32>.self)
-            return unsafeBitCast(_mm512_cvtepi32_epi8(rounded), to: SIMD16<Int8>.self)
+            let rounded = clampedLevels(x * scale)
+            sum &+= rounded
+            return SIMD16<Int8>(truncatingIfNeeded: rounded)   // within ±127: exact
         }
         var d = 0
         if colStride == 1 {   // whole vectors first, with no per-vector width logic
@@ -90,41 +86,6 @@ public enum Int8Quantizer {
             } else {
                 for lane in 0..<width { levels[d + lane] = bytes[lane] }
             }
-            d += 16
-        }
-        return (_mm512_reduce_add_epi32(unsafeBitCast(sum, to: SIMD8<Int64>.self)), !any(bad))
-        #elseif ATTNKIT_AVX2
-        var sum = SIMD8<Int32>()
-        var bad = SIMDMask<SIMD16<Int32>>()
-        let scale = SIMD8<Float>(repeating: inverse)
-        let high = unsafeBitCast(SIMD8<Int32>(repeating: 127), to: SIMD4<Int64>.self)
-        let low = unsafeBitCast(SIMD8<Int32>(repeating: -127), to: SIMD4<Int64>.self)
-        @inline(__always) func levels8(_ x: SIMD8<Float>) -> SIMD8<Int8> {
-            // vcvtps2dq rounds half to even (the default MXCSR mode); NaN gives
-            // INT_MIN, clamped like any other value (the row's scale turns NaN).
-            let rounded = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(x * scale), low), high)
-            let levels = unsafeBitCast(rounded, to: SIMD8<Int32>.self)
-            sum &+= levels
-            return SIMD8<Int8>(truncatingIfNeeded: levels)
-        }
-        @inline(__always) func levels16(_ x: SIMD16<Float>) -> SIMD16<Int8> {
-            let difference = x - x
-            bad .|= difference .!= difference
-            return SIMD16(lowHalf: levels8(x.lowHalf), highHalf: levels8(x.highHalf))
-        }
-        var d = 0
-        if colStride == 1 {
-            while d + 16 <= count {
-                let bytes = levels16(FlashEngine.loadRow16(row + d, colStride: 1, count: 16) - load16(mean + d))
-                UnsafeMutableRawPointer(levels + d).storeBytes(of: bytes, as: SIMD16<Int8>.self)
-                d += 16
-            }
-        }
-        while d < count {
-            let width = Swift.min(16, count - d)
-            let bytes = levels16(FlashEngine.loadRow16(row + d &* colStride, colStride: colStride, count: width)
-                                 - loadMean(mean + d, width))
-            for lane in 0..<width { levels[d + lane] = bytes[lane] }
             d += 16
         }
         return (sum.wrappedSum(), !any(bad))
@@ -173,6 +134,27 @@ public enum Int8Quantizer {
             d += 16
         }
     }
+
+    #if ATTNKIT_AVX512 || ATTNKIT_AVX2
+    /// x rounded half to even (vcvtps2dq in the default MXCSR mode) and clamped
+    /// to ±127; NaN gives INT_MIN, clamped like any other value (the row's
+    /// scale turns NaN).
+    @inline(__always)
+    static func clampedLevels(_ x: SIMD16<Float>) -> SIMD16<Int32> {
+        #if ATTNKIT_AVX512
+        let high = unsafeBitCast(SIMD16<Int32>(repeating: 127), to: SIMD8<Int64>.self)
+        let low = unsafeBitCast(SIMD16<Int32>(repeating: -127), to: SIMD8<Int64>.self)
+        return unsafeBitCast(_mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(x), low), high), to: SIMD16<Int32>.self)
+        #else
+        let high = unsafeBitCast(SIMD8<Int32>(repeating: 127), to: SIMD4<Int64>.self)
+        let low = unsafeBitCast(SIMD8<Int32>(repeating: -127), to: SIMD4<Int64>.self)
+        @inline(__always) func half(_ x: SIMD8<Float>) -> SIMD8<Int32> {
+            unsafeBitCast(_mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(x), low), high), to: SIMD8<Int32>.self)
+        }
+        return SIMD16(lowHalf: half(x.lowHalf), highHalf: half(x.highHalf))
+        #endif
+    }
+    #endif
 
     @inline(__always)
     static func loadMean(_ mean: UnsafePointer<Float>, _ width: Int) -> SIMD16<Float> {

@@ -18,12 +18,15 @@ final class Int8Tests: XCTestCase {
     func testFusedDequantizationMatchesTwoStepsGeneric() throws { checkFusedDequantization(try tierKernels(.generic)) }
     func testFusedDequantizationMatchesTwoStepsAVX2() throws { checkFusedDequantization(try tierKernels(.avx2)) }
     func testFusedDequantizationMatchesTwoStepsAVX512() throws { checkFusedDequantization(try tierKernels(.avx512)) }
+    func testFusedDequantizationMatchesTwoStepsAVX512BF16() throws { checkFusedDequantization(try tierKernels(.avx512bf16)) }
     func testRowQuantizerMatchesScalarTwinGeneric() throws { checkRowQuantizer(try tierKernels(.generic)) }
     func testRowQuantizerMatchesScalarTwinAVX2() throws { checkRowQuantizer(try tierKernels(.avx2)) }
     func testRowQuantizerMatchesScalarTwinAVX512() throws { checkRowQuantizer(try tierKernels(.avx512)) }
+    func testRowQuantizerMatchesScalarTwinAVX512BF16() throws { checkRowQuantizer(try tierKernels(.avx512bf16)) }
     func testColumnSumsMatchPlainTwinGeneric() throws { checkColumnSums(try tierKernels(.generic)) }
     func testColumnSumsMatchPlainTwinAVX2() throws { checkColumnSums(try tierKernels(.avx2)) }
     func testColumnSumsMatchPlainTwinAVX512() throws { checkColumnSums(try tierKernels(.avx512)) }
+    func testColumnSumsMatchPlainTwinAVX512BF16() throws { checkColumnSums(try tierKernels(.avx512bf16)) }
 
     /// Σ_d q8[row][d]·k8[key][d] from the same packed operands, written out plainly.
     func scalarTwin(queryU8: [UInt8], groups: Int, keys: [Int8], keyCount: Int) -> [Int32] {
