@@ -49,13 +49,14 @@ public struct FlashAttention {
                                        alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>,
                                        lse: MutableStridedTensor<Float>? = nil, probs: MutableStridedTensor<E>? = nil,
                                        threads: Int = ThreadSettings.numThreads, useReference: Bool = false) throws {
+        let nothing = writesNothing(out, lse, probs)
         let units = try varlenUnits(q: q, k: k, v: v, cuSeqlensQ: cuSeqlensQ, cuSeqlensK: cuSeqlensK,
                                     maxSeqlenQ: maxSeqlenQ, maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes,
-                                    out: out, lse: lse, writesNothing: writesNothing(out, lse, probs))
-        if units.isEmpty && writesNothing(out, lse, probs) { return }
+                                    out: out, lse: lse, writesNothing: nothing)
         let targets = try probs.map {
             try probabilityTargets($0, units: units, batch: cuSeqlensQ.count - 1, heads: q.shape[1])
         }
+        if nothing { return }   // checked, S_dmask included, as in batched
         try execute(units: units, headDim: q.shape[2], valueDim: v.shape[2], threads: threads, useReference: useReference,
                     probabilities: targets)
     }
