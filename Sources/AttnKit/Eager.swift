@@ -55,10 +55,10 @@ public struct EagerAttention {
         try validateLayout("k", shape: k.shape, strides: k.strides, hasData: k.base != nil)
         try validateLayout("v", shape: v.shape, strides: v.strides, hasData: v.base != nil)
         if let keyMask {
-            try requireRank("mask", keyMask.shape, 2, "[batch, seq_k]")
-            try requireExtent("mask", keyMask.shape, axis: 0, equals: batch, "q.shape[0]")
-            try requireExtent("mask", keyMask.shape, axis: 1, equals: seqK, "k.shape[1]")
-            try validateLayout("mask", shape: keyMask.shape, strides: keyMask.strides, hasData: keyMask.base != nil)
+            try requireRank("key_mask", keyMask.shape, 2, "[batch, seq_k]")
+            try requireExtent("key_mask", keyMask.shape, axis: 0, equals: batch, "q.shape[0]")
+            try requireExtent("key_mask", keyMask.shape, axis: 1, equals: seqK, "k.shape[1]")
+            try validateLayout("key_mask", shape: keyMask.shape, strides: keyMask.strides, hasData: keyMask.base != nil)
         }
         try requireRank("out", out.shape, 3, layout)
         for axis in 0..<3 { try requireExtent("out", out.shape, axis: axis, equals: q.shape[axis], "q.shape[\(axis)]") }

@@ -49,12 +49,24 @@ public struct FlashAttention {
                                        alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>,
                                        lse: MutableStridedTensor<Float>? = nil, probs: MutableStridedTensor<E>? = nil,
                                        threads: Int = ThreadSettings.numThreads, useReference: Bool = false) throws {
+        try varlen(q: q, k: k, v: v, boundariesQ: SequenceBoundaries(cuSeqlensQ), boundariesK: SequenceBoundaries(cuSeqlensK),
+                   maxSeqlenQ: maxSeqlenQ, maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes, out: out, lse: lse,
+                   probs: probs, threads: threads, useReference: useReference)
+    }
+
+    /// The varlen forward with cu_seqlens read only if the call writes anything.
+    public func varlen<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
+                                       boundariesQ: SequenceBoundaries, boundariesK: SequenceBoundaries,
+                                       maxSeqlenQ: Int, maxSeqlenK: Int,
+                                       alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>,
+                                       lse: MutableStridedTensor<Float>? = nil, probs: MutableStridedTensor<E>? = nil,
+                                       threads: Int = ThreadSettings.numThreads, useReference: Bool = false) throws {
         let nothing = writesNothing(out, lse, probs)
-        let units = try varlenUnits(q: q, k: k, v: v, cuSeqlensQ: cuSeqlensQ, cuSeqlensK: cuSeqlensK,
+        let units = try varlenUnits(q: q, k: k, v: v, boundariesQ: boundariesQ, boundariesK: boundariesK,
                                     maxSeqlenQ: maxSeqlenQ, maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes,
-                                    out: out, lse: lse, writesNothing: nothing)
+                                    out: out, lse: lse, writesNothing: nothing, computesInFloat: E.self != Double.self)
         let targets = try probs.map {
-            try probabilityTargets($0, units: units, batch: cuSeqlensQ.count - 1, heads: q.shape[1])
+            try probabilityTargets($0, units: units, batch: boundariesQ.count - 1, heads: q.shape[1])
         }
         if nothing { return }   // checked, S_dmask included, as in batched
         try execute(units: units, headDim: q.shape[2], valueDim: v.shape[2], threads: threads, useReference: useReference,
@@ -63,9 +75,23 @@ public struct FlashAttention {
 
     /// Checks the varlen layout and splits it into (sequence, head) units, sequence-major.
     func varlenUnits<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
-                                     cuSeqlensQ: [Int], cuSeqlensK: [Int], maxSeqlenQ: Int, maxSeqlenK: Int,
+                                     boundariesQ: SequenceBoundaries, boundariesK: SequenceBoundaries,
+                                     maxSeqlenQ: Int, maxSeqlenK: Int,
                                      alibiSlopes: Slopes?, out: MutableStridedTensor<E>,
-                                     lse: MutableStridedTensor<Float>?, writesNothing: Bool) throws -> [AttentionUnit<E>] {
+                                     lse: MutableStridedTensor<Float>?, writesNothing: Bool,
+                                     computesInFloat: Bool) throws -> [AttentionUnit<E>] {
+        try varlenPlan(q: q, k: k, v: v, boundariesQ: boundariesQ, boundariesK: boundariesK, maxSeqlenQ: maxSeqlenQ,
+                       maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes, out: out, lse: lse, writesNothing: writesNothing,
+                       computesInFloat: computesInFloat).units
+    }
+
+    /// varlenUnits, with the cu_seqlens values it read (empty when the call writes nothing).
+    func varlenPlan<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
+                                    boundariesQ: SequenceBoundaries, boundariesK: SequenceBoundaries,
+                                    maxSeqlenQ: Int, maxSeqlenK: Int,
+                                    alibiSlopes: Slopes?, out: MutableStridedTensor<E>,
+                                    lse: MutableStridedTensor<Float>?, writesNothing: Bool,
+                                    computesInFloat: Bool) throws -> (units: [AttentionUnit<E>], offsetsQ: [Int], offsetsK: [Int]) {
         let layout = "(total, heads, head_dim)"
         try requireRank("q", q.shape, 3, layout)
         try requireRank("k", k.shape, 3, layout)
@@ -74,13 +100,12 @@ public struct FlashAttention {
         guard maxSeqlenQ >= 0, maxSeqlenK >= 0 else {
             throw AttnError.invalidArgument(argument: "max_seqlen", rule: "must be >= 0, got \(min(maxSeqlenQ, maxSeqlenK))")
         }
-        let sequencesQ = try SequenceOffsets("cu_seqlens_q", values: cuSeqlensQ, total: q.shape[0],
-                                             maxLength: maxSeqlenQ, maxName: "max_seqlen_q")
-        let sequencesK = try SequenceOffsets("cu_seqlens_k", values: cuSeqlensK, total: k.shape[0],
-                                             maxLength: maxSeqlenK, maxName: "max_seqlen_k")
-        guard sequencesQ.count == sequencesK.count else {
+        guard boundariesQ.count >= 1 else {
+            throw AttnError.shape(argument: "cu_seqlens_q", rule: "must have at least one entry (shape [batch + 1])")
+        }
+        guard boundariesQ.count == boundariesK.count else {
             throw AttnError.shape(argument: "cu_seqlens_k",
-                                  rule: "must have as many entries as cu_seqlens_q (\(cuSeqlensQ.count)), got \(cuSeqlensK.count)")
+                                  rule: "must have as many entries as cu_seqlens_q (\(boundariesQ.count)), got \(boundariesK.count)")
         }
         try requireExtent("v", v.shape, axis: 0, equals: k.shape[0], "k.shape[0]")
         let geometry = try Geometry(q: q, k: k, v: v, out: out, sequenceAxis: 0, headAxis: 1, dimAxis: 2)
@@ -91,10 +116,17 @@ public struct FlashAttention {
             try validateLayout("softmax_lse", shape: lse.shape, strides: lse.strides, hasData: lse.base != nil)
             try validateWritable("softmax_lse", shape: lse.shape, strides: lse.strides)
         }
-        let slopes = try SlopeTable(alibiSlopes, batch: sequencesQ.count, heads: geometry.queryHeads)
-        // A call with no output elements is done once it is checked: its units
-        // (sequences × heads, any of which may be huge) are never listed.
-        if writesNothing { return [] }
+        let slopes = try SlopeTable(alibiSlopes, batch: boundariesQ.count - 1, heads: geometry.queryHeads)
+        try validateOptions(headDim: geometry.headDim, computesInFloat: computesInFloat)
+        // A call with no output elements is done once it is checked: cu_seqlens
+        // is never read and its units (sequences × heads, any of which may be
+        // huge) are never listed.
+        if writesNothing { return ([], [], []) }
+        let sequencesQ = try SequenceOffsets("cu_seqlens_q", values: boundariesQ.read(), total: q.shape[0],
+                                             maxLength: maxSeqlenQ, maxName: "max_seqlen_q")
+        let sequencesK = try SequenceOffsets("cu_seqlens_k", values: boundariesK.read(), total: k.shape[0],
+                                             maxLength: maxSeqlenK, maxName: "max_seqlen_k")
+        try requireAllocatable(sequencesQ.count * geometry.queryHeads, of: AttentionUnit<E>.self)
         var units: [AttentionUnit<E>] = []
         units.reserveCapacity(sequencesQ.count * geometry.queryHeads)
         for sequence in 0..<sequencesQ.count {
@@ -103,11 +135,11 @@ public struct FlashAttention {
             for head in 0..<geometry.queryHeads {
                 units.append(geometry.unit(q: q, k: k, v: v, out: out, batchOffset: (rowStart, keyStart, rowStart),
                                            head: head, queries: queries, keys: keys,
-                                           lse: lse.map { ($0.base! + (head * $0.strides[0] + rowStart * $0.strides[1]), $0.strides[1]) },
-                                           slope: slopes[sequence, head], stream: UInt64(units.count)))
+                                           lse: lse.map { ($0.data + (head * $0.strides[0] + rowStart * $0.strides[1]), $0.strides[1]) },
+                                           slope: try slopes[sequence, head], stream: UInt64(units.count)))
             }
         }
-        return units
+        return (units, sequencesQ.offsets, sequencesK.offsets)
     }
 
     public func batched<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
@@ -133,6 +165,7 @@ public struct FlashAttention {
             try validateWritable("softmax_lse", shape: lse.shape, strides: lse.strides)
         }
         let slopes = try SlopeTable(alibiSlopes, batch: batch, heads: geometry.queryHeads)
+        try validateOptions(headDim: geometry.headDim, computesInFloat: E.self != Double.self)
         // A call with no output elements is done once it is checked (batch × heads
         // units may be huge while every one is empty). S_dmask's own checks first.
         if writesNothing(out, lse, probs) {
@@ -140,13 +173,14 @@ public struct FlashAttention {
             return
         }
         var units: [AttentionUnit<E>] = []
+        try requireAllocatable(batch * geometry.queryHeads, of: AttentionUnit<E>.self)
         units.reserveCapacity(batch * geometry.queryHeads)
         for b in 0..<batch {
             for head in 0..<geometry.queryHeads {
                 units.append(geometry.unit(q: q, k: k, v: v, out: out, batchOffset: (0, 0, 0), batchIndex: b,
                                            head: head, queries: seqQ, keys: seqK,
-                                           lse: lse.map { ($0.base! + (b * $0.strides[0] + head * $0.strides[1]), $0.strides[2]) },
-                                           slope: slopes[b, head], stream: UInt64(units.count)))
+                                           lse: lse.map { ($0.data + (b * $0.strides[0] + head * $0.strides[1]), $0.strides[2]) },
+                                           slope: try slopes[b, head], stream: UInt64(units.count)))
             }
         }
         let targets = try probs.map { try probabilityTargets($0, units: units, batch: batch, heads: geometry.queryHeads) }
@@ -203,6 +237,18 @@ public struct FlashAttention {
         }
         let scale = softmaxScale ?? 1 / Double(headDim).squareRoot()
         try AttentionOptions.validateScale(scale, argument: "softmax_scale", computesInFloat: computesInFloat)
+        if let int8 {
+            guard computesInFloat else {
+                throw AttnError.dtype(argument: "q.dtype", rule: "must be f32, f16 or bf16 for the int8 path, got f64")
+            }
+            guard dropoutP == 0 else {
+                throw AttnError.invalidArgument(argument: "dropout_p", rule: "must be 0 on the int8 path, got \(dropoutP)")
+            }
+            guard !(int8.smoothK && softcap > 0) else {
+                throw AttnError.invalidArgument(
+                    argument: "smooth_k", rule: "must be False with softcap > 0 (softcap's tanh is not shift-invariant)")
+            }
+        }
     }
 
     func execute<E: AttnStorage>(units: [AttentionUnit<E>], headDim: Int, valueDim: Int, threads: Int,
@@ -218,16 +264,6 @@ public struct FlashAttention {
         options.seed = seed
         options.emptyRowLSE = .infinity
         if let int8, !useReference {
-            guard E.self != Double.self else {
-                throw AttnError.dtype(argument: "q.dtype", rule: "must be f32, f16 or bf16 for the int8 path, got f64")
-            }
-            guard dropoutP == 0 else {
-                throw AttnError.invalidArgument(argument: "dropout_p", rule: "must be 0 on the int8 path, got \(dropoutP)")
-            }
-            guard !(int8.smoothK && softcap > 0) else {
-                throw AttnError.invalidArgument(
-                    argument: "smooth_k", rule: "must be False with softcap > 0 (softcap's tanh is not shift-invariant)")
-            }
             units = units.filter { $0.queries > 0 } // zero-row units have nothing to quantize or write
             if units.isEmpty { return }
             let keys = try QuantizedKeys(units: &units, headDim: headDim, mode: int8.qkQuant,
@@ -312,35 +348,39 @@ public struct FlashAttention {
         }
     }
 
-    /// ALiBi slopes per (sequence, head), from (H,) or (B, H) fp32.
+    /// ALiBi slopes per (sequence, head), from (H,) or (B, H) fp32: the layout
+    /// is checked up front, each slope read (and checked finite) as its unit is
+    /// planned, so a call with nothing to write reads none.
     struct SlopeTable {
-        let values: [Float]
-        let heads: Int
-        let perBatch: Bool
+        let slopes: Slopes?
 
         init(_ slopes: Slopes?, batch: Int, heads: Int) throws {
-            self.heads = heads
-            guard let slopes else { values = []; perBatch = false; return }
+            self.slopes = slopes
+            guard let slopes else { return }
             try validateLayout("alibi_slopes", shape: slopes.shape, strides: slopes.strides, hasData: slopes.base != nil)
             if slopes.rank == 1 {
                 try requireExtent("alibi_slopes", slopes.shape, axis: 0, equals: heads, "the number of query heads")
-                values = (0..<heads).map { slopes.base![$0 * slopes.strides[0]] }
-                perBatch = false
             } else if slopes.rank == 2 {
                 try requireExtent("alibi_slopes", slopes.shape, axis: 0, equals: batch, "the batch size")
                 try requireExtent("alibi_slopes", slopes.shape, axis: 1, equals: heads, "the number of query heads")
-                values = (0..<(batch * heads)).map { slopes.base![($0 / heads) * slopes.strides[0] + ($0 % heads) * slopes.strides[1]] }
-                perBatch = true
             } else {
                 throw AttnError.shape(argument: "alibi_slopes", rule: "must have shape (heads,) or (batch, heads), got rank \(slopes.rank)")
             }
-            for (index, slope) in values.enumerated() where !slope.isFinite {
-                throw AttnError.invalidArgument(argument: "alibi_slopes", rule: "must be finite (entry \(index) is \(slope))")
-            }
         }
 
+        /// The slope of (sequence, head); indices within the shape checked at init.
         subscript(sequence: Int, head: Int) -> Float {
-            values.isEmpty ? 0 : values[perBatch ? sequence * heads + head : head]
+            get throws {
+                guard let slopes else { return 0 }
+                let offset = slopes.rank == 1 ? head &* slopes.strides[0]
+                                              : sequence &* slopes.strides[0] &+ head &* slopes.strides[1]
+                let slope = slopes.data[offset]
+                guard slope.isFinite else {
+                    let entry = slopes.rank == 1 ? "[\(head)]" : "[\(sequence), \(head)]"
+                    throw AttnError.invalidArgument(argument: "alibi_slopes", rule: "must be finite (entry \(entry) is \(slope))")
+                }
+                return slope
+            }
         }
     }
 }

@@ -17,6 +17,19 @@ extension FlashAttention {
         alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>, lse: MutableStridedTensor<Float>? = nil,
         threads: Int = ThreadSettings.numThreads
     ) throws {
+        try varlenPrequantized(qInt8: qInt8, qScale: qScale, kInt8: kInt8, kScale: kScale, v: v,
+                               boundariesQ: SequenceBoundaries(cuSeqlensQ), boundariesK: SequenceBoundaries(cuSeqlensK),
+                               maxSeqlenQ: maxSeqlenQ, maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes, out: out, lse: lse,
+                               threads: threads)
+    }
+
+    /// As above, with cu_seqlens read only if the call writes anything.
+    public func varlenPrequantized<E: AttnStorage>(
+        qInt8: StridedTensor<Int8>, qScale: StridedTensor<Float>, kInt8: StridedTensor<Int8>, kScale: StridedTensor<Float>,
+        v: StridedTensor<E>, boundariesQ: SequenceBoundaries, boundariesK: SequenceBoundaries, maxSeqlenQ: Int, maxSeqlenK: Int,
+        alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>, lse: MutableStridedTensor<Float>? = nil,
+        threads: Int = ThreadSettings.numThreads
+    ) throws {
         guard E.self != Double.self else {
             throw AttnError.dtype(argument: "v.dtype", rule: "must be f32, f16 or bf16 for the int8 path, got f64")
         }
@@ -40,11 +53,11 @@ extension FlashAttention {
         let anchor = UnsafePointer<E>(bitPattern: 64)!
         let queryShape = StridedTensor<E>(base: anchor, shape: qInt8.shape, strides: qInt8.strides)
         let keyShape = StridedTensor<E>(base: anchor, shape: kInt8.shape, strides: kInt8.strides)
-        var units: [AttentionUnit<E>]
+        var units: [AttentionUnit<E>], offsetsQ: [Int], offsetsK: [Int]
         do {
-            units = try varlenUnits(q: queryShape, k: keyShape, v: v, cuSeqlensQ: cuSeqlensQ, cuSeqlensK: cuSeqlensK,
+            (units, offsetsQ, offsetsK) = try varlenPlan(q: queryShape, k: keyShape, v: v, boundariesQ: boundariesQ, boundariesK: boundariesK,
                                     maxSeqlenQ: maxSeqlenQ, maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes,
-                                    out: out, lse: lse, writesNothing: writesNothing(out, lse, nil))
+                                    out: out, lse: lse, writesNothing: writesNothing(out, lse, nil), computesInFloat: true)
         } catch let error as AttnError {   // the planner's q and k are this entry's q_int8 and k_int8
             throw error.renamingTensors(["q": "q_int8", "k": "k_int8"])
         }
@@ -76,7 +89,7 @@ extension FlashAttention {
         for index in units.indices {
             let sequence = index / heads, head = index % heads
             let kvHead = head / (heads / keyHeads)
-            let rowStart = cuSeqlensQ[sequence], keyStart = cuSeqlensK[sequence]
+            let rowStart = offsetsQ[sequence], keyStart = offsetsK[sequence]
             let slot = kvHead * totalKeys + keyStart
             units[index].int8Keys = Int8Keys(values: values.pointer + slot * paddedDim, scales: scales.pointer + slot,
                                              sums: sums.pointer + slot, paddedDim: paddedDim)

@@ -40,14 +40,39 @@ public struct SequenceOffsets {
     }
 }
 
+/// A cu_seqlens argument as the planner needs it: its entry count (B + 1) up
+/// front, its values only once there is work to plan. A call with no output
+/// elements is checked and finished without reading them, so a broadcast view
+/// claiming 2^40 entries costs nothing.
+public struct SequenceBoundaries {
+    public let count: Int
+    let read: () throws -> [Int]
+
+    /// Values already in memory.
+    public init(_ values: [Int]) {
+        count = values.count
+        read = { values }
+    }
+
+    /// A [B+1] int32 or int64 tensor: its rank and layout are checked now, its
+    /// values read (into B+1 Ints, or ATTN_ERR_OUT_OF_MEMORY) when needed.
+    public init(_ name: String, int32: StridedTensor<Int32>?, int64: StridedTensor<Int64>?) throws {
+        func lazily<I: BinaryInteger>(_ tensor: StridedTensor<I>) throws -> (Int, () throws -> [Int]) {
+            try requireRank(name, tensor.shape, 1, "[batch + 1]")
+            try validateLayout(name, shape: tensor.shape, strides: tensor.strides, hasData: tensor.base != nil)
+            let count = tensor.shape[0]
+            return (count, {
+                try requireAllocatable(count, of: Int.self)
+                return (0..<count).map { Int(truncatingIfNeeded: tensor.data[$0 &* tensor.strides[0]]) }
+            })
+        }
+        if let int32 { (count, read) = try lazily(int32) }
+        else if let int64 { (count, read) = try lazily(int64) }
+        else { throw AttnError.invalidArgument(argument: name, rule: "must be given") }
+    }
+}
+
 /// Reads a [B+1] int32 or int64 tensor into Ints.
 public func readIndexTensor(_ name: String, int32: StridedTensor<Int32>?, int64: StridedTensor<Int64>?) throws -> [Int] {
-    func read<I: BinaryInteger>(_ tensor: StridedTensor<I>) throws -> [Int] {
-        try requireRank(name, tensor.shape, 1, "[batch + 1]")
-        try validateLayout(name, shape: tensor.shape, strides: tensor.strides, hasData: tensor.base != nil)
-        return (0..<tensor.shape[0]).map { Int(truncatingIfNeeded: tensor.base![$0 * tensor.strides[0]]) }
-    }
-    if let int32 { return try read(int32) }
-    if let int64 { return try read(int64) }
-    throw AttnError.invalidArgument(argument: name, rule: "must be given")
+    try SequenceBoundaries(name, int32: int32, int64: int64).read()
 }

@@ -14,7 +14,7 @@ public func attn_eager_forward(
                            message: "params->mask_mode must be ATTN_MASK_NONE or ATTN_MASK_CAUSAL_TOP_LEFT, got \(options.mask_mode)")
         }
         let (query, key, value, output) = try qkvo(q, k, v, out)
-        let mask = try keyMask.map { try Descriptor("mask", $0, dtypes: [Int32(ATTN_DTYPE_BOOL), Int32(ATTN_DTYPE_U8)]) }
+        let mask = try keyMask.map { try Descriptor("key_mask", $0, dtypes: [Int32(ATTN_DTYPE_BOOL), Int32(ATTN_DTYPE_U8)]) }
         let probabilities = try weights.map { try Descriptor("weights", $0, dtypes: attentionDtypes) }
         try probabilities?.requireDtype(query.dtype, sameAs: "q")
 

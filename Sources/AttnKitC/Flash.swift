@@ -38,20 +38,13 @@ func qkQuantization(_ code: Int32) -> QKQuantization? {
 
 private let indexDtypes = [Int32(ATTN_DTYPE_I32), Int32(ATTN_DTYPE_I64)]
 
-/// Whether every given output descriptor has no elements (a dim of 0, none negative).
-private func writesNothing(_ outputs: [Descriptor?]) -> Bool {
-    outputs.allSatisfy { output in
-        guard let output else { return true }
-        return output.shape.contains(0) && output.shape.allSatisfy { $0 >= 0 }
-    }
-}
-
-private func cuSeqlens(_ name: String, _ tensor: UnsafePointer<attn_tensor>?) throws -> [Int] {
+/// cu_seqlens, checked now and read only if the call has work.
+private func boundaries(_ name: String, _ tensor: UnsafePointer<attn_tensor>?) throws -> SequenceBoundaries {
     let descriptor = try Descriptor(name, tensor, dtypes: indexDtypes)
     if Int(descriptor.dtype) == ATTN_DTYPE_I32 {
-        return try readIndexTensor(name, int32: descriptor.view(Int32.self), int64: nil)
+        return try SequenceBoundaries(name, int32: descriptor.view(Int32.self), int64: nil)
     }
-    return try readIndexTensor(name, int32: nil, int64: descriptor.view(Int64.self))
+    return try SequenceBoundaries(name, int32: nil, int64: descriptor.view(Int64.self))
 }
 
 /// The operands both flash forwards share, checked and converted.
@@ -82,18 +75,11 @@ private func flashVarlen(
     sDmask: Descriptor?
 ) throws {
     let o = try FlashOperands(params, q, k, v, alibiSlopes, out, softmaxLse, sDmask: sDmask)
-    // No output elements: done once the descriptors are checked, without
-    // reading cu_seqlens (a stride-0 view may claim any length).
-    if writesNothing([o.output, o.lse, o.sDmask]) {
-        _ = try Descriptor("cu_seqlens_q", cuSeqlensQ, dtypes: indexDtypes)
-        _ = try Descriptor("cu_seqlens_k", cuSeqlensK, dtypes: indexDtypes)
-        return
-    }
-    let cuQ = try cuSeqlens("cu_seqlens_q", cuSeqlensQ)
-    let cuK = try cuSeqlens("cu_seqlens_k", cuSeqlensK)
+    let cuQ = try boundaries("cu_seqlens_q", cuSeqlensQ)
+    let cuK = try boundaries("cu_seqlens_k", cuSeqlensK)
     func run<E: AttnStorage>(_: E.Type) throws {
         try o.attention.varlen(q: o.query.view(E.self), k: o.key.view(E.self), v: o.value.view(E.self),
-                               cuSeqlensQ: cuQ, cuSeqlensK: cuK, maxSeqlenQ: Int(o.params.max_seqlen_q),
+                               boundariesQ: cuQ, boundariesK: cuK, maxSeqlenQ: Int(o.params.max_seqlen_q),
                                maxSeqlenK: Int(o.params.max_seqlen_k), alibiSlopes: o.slopes?.view(Float.self),
                                out: o.output.mutableView(E.self), lse: o.lse?.mutableView(Float.self),
                                probs: o.sDmask?.mutableView(E.self))
@@ -188,17 +174,12 @@ public func attn_flash_varlen_int8_forward(
         try output.requireDtype(value.dtype, sameAs: "v")
         let slopes = try alibiSlopes.map { try Descriptor("alibi_slopes", $0, dtypes: f32) }
         let lse = try softmaxLse.map { try Descriptor("softmax_lse", $0, dtypes: f32) }
-        if writesNothing([output, lse]) {   // as in flashVarlen
-            _ = try Descriptor("cu_seqlens_q", cuSeqlensQ, dtypes: indexDtypes)
-            _ = try Descriptor("cu_seqlens_k", cuSeqlensK, dtypes: indexDtypes)
-            return
-        }
-        let cuQ = try cuSeqlens("cu_seqlens_q", cuSeqlensQ)
-        let cuK = try cuSeqlens("cu_seqlens_k", cuSeqlensK)
+        let cuQ = try boundaries("cu_seqlens_q", cuSeqlensQ)
+        let cuK = try boundaries("cu_seqlens_k", cuSeqlensK)
         func run<E: AttnStorage>(_: E.Type) throws {
             try attention.varlenPrequantized(
                 qInt8: queries.view(Int8.self), qScale: queryScales.view(Float.self), kInt8: keys.view(Int8.self),
-                kScale: keyScales.view(Float.self), v: value.view(E.self), cuSeqlensQ: cuQ, cuSeqlensK: cuK,
+                kScale: keyScales.view(Float.self), v: value.view(E.self), boundariesQ: cuQ, boundariesK: cuK,
                 maxSeqlenQ: Int(p.max_seqlen_q), maxSeqlenK: Int(p.max_seqlen_k), alibiSlopes: slopes?.view(Float.self),
                 out: output.mutableView(E.self), lse: lse?.mutableView(Float.self))
         }

@@ -16,6 +16,11 @@ public struct StridedTensor<Element> {
 
     public var rank: Int { shape.count }
     public var elementCount: Int { shape.reduce(1, *) }
+
+    /// `base`, or a dangling non-null pointer for a tensor given without data.
+    /// validateLayout guarantees data for every tensor with elements, so the
+    /// fallback is only ever offset by 0 and never read.
+    @inlinable package var data: UnsafePointer<Element> { base ?? UnsafePointer(bitPattern: 64).unsafelyUnwrapped }
 }
 
 /// A writable strided view of a tensor. Strides count elements.
@@ -34,6 +39,8 @@ public struct MutableStridedTensor<Element> {
 
     public var rank: Int { shape.count }
     public var elementCount: Int { shape.reduce(1, *) }
+    /// `base`, or a dangling non-null pointer (see StridedTensor.data).
+    @inlinable package var data: UnsafeMutablePointer<Element> { base ?? UnsafeMutablePointer(bitPattern: 64).unsafelyUnwrapped }
     public var readOnly: StridedTensor<Element> {
         StridedTensor(base: base.map { UnsafePointer($0) }, shape: shape, strides: strides)
     }

@@ -41,6 +41,16 @@ package struct PerWorker<Element> {
     package func deallocate() { for buffer in buffers { buffer.deallocate() } }
 }
 
+/// Throws `outOfMemory` unless `count` elements of `T` can be allocated now.
+/// Swift's own arrays trap when an allocation fails, so a planner whose array
+/// is sized by the caller's dimensions probes the size through this first.
+package func requireAllocatable<T>(_ count: Int, of _: T.Type) throws {
+    let (bytes, overflow) = Swift.max(count, 0).multipliedReportingOverflow(by: MemoryLayout<T>.stride)
+    guard !overflow else { throw AttnError.outOfMemory(bytes: Int.max) }
+    guard let probe = malloc(Swift.max(bytes, 1)) else { throw AttnError.outOfMemory(bytes: bytes) }
+    free(probe)
+}
+
 /// `a * b`, or an overflow error naming `what`.
 package func checkedProduct(_ values: Int..., what: String) throws -> Int {
     var result = 1

@@ -161,7 +161,7 @@ static call baseline(const char *entry) {
         add(&c, "q", contiguous(0, ATTN_DTYPE_F32, 3, eager_shape), 1, 0);
         add(&c, "k", contiguous(1, ATTN_DTYPE_F32, 3, eager_shape), 1, 0);
         add(&c, "v", contiguous(2, ATTN_DTYPE_F32, 3, eager_shape), 1, 0);
-        add(&c, "mask", contiguous(3, ATTN_DTYPE_BOOL, 2, mask_shape), 0, 0);   /* key_mask; messages say "mask" */
+        add(&c, "key_mask", contiguous(3, ATTN_DTYPE_BOOL, 2, mask_shape), 0, 0);
         memset(slot_data(3), 1, 3);
         add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 3, eager_shape), 1, 1);
         add(&c, "weights", contiguous(5, ATTN_DTYPE_F32, 4, weights_shape), 0, 1);
@@ -212,6 +212,19 @@ static call baseline(const char *entry) {
         add(&c, "q", contiguous(0, ATTN_DTYPE_U8, 2, flat), 1, 0);
         add(&c, "out", contiguous(1, ATTN_DTYPE_F32, 2, flat), 1, 1);
         c.scale = 0.5; c.zero_point = 3;
+    }
+    return c;
+}
+
+/* `entry`'s baseline with no query heads: every output is empty. */
+static call empty_outputs(const char *entry, int head_axis) {
+    call c = baseline(entry);
+    for (int i = 0; i < c.count; i++) {
+        const char *n = c.names[i];
+        if (!strcmp(n, "q") || !strcmp(n, "q_int8") || !strcmp(n, "out")) c.tensors[i].shape[head_axis] = 0;
+        if (!strcmp(n, "q_scale")) c.tensors[i].shape[1] = 0;
+        if (!strcmp(n, "softmax_lse")) c.present[i] = 0;
+        if (!strcmp(n, "s_dmask")) c.tensors[i].shape[1] = 0;
     }
     return c;
 }
@@ -362,6 +375,29 @@ static void param_cases(void) {
     c = baseline("int8_sdpa"); c.int8.struct_size = 3; expect("struct_size 3", c, ATTN_ERR_STRUCT_SIZE, "struct_size");
     const char *flash_entries[] = {"flash", "flash_probs", "varlen", "varlen_probs", "varlen_int8"};
     for (int e = 0; e < 5; e++) flash_param_cases(flash_entries[e]);
+    /* Calls with no output elements are still checked in full (found by Tests/fuzz):
+     * no query heads, so out, softmax_lse and s_dmask are all empty. */
+    for (int e = 0; e < 5; e++) {
+        const char *entry = flash_entries[e];
+        int varlen = !strncmp(entry, "varlen", 6), head_axis = varlen ? 1 : 2;
+        char label[96];
+        c = empty_outputs(entry, head_axis);
+        c.flash.dropout_p = NAN;
+        snprintf(label, sizeof label, "%s empty, dropout NaN", entry);
+        expect(label, c, ATTN_ERR_INVALID_ARGUMENT, "dropout_p");
+        c = empty_outputs(entry, head_axis);
+        c.flash.has_scale = 1; c.flash.softmax_scale = INFINITY;
+        snprintf(label, sizeof label, "%s empty, scale inf", entry);
+        expect(label, c, ATTN_ERR_INVALID_ARGUMENT, "softmax_scale");
+        c = empty_outputs(entry, head_axis);
+        c.tensors[0].shape[0] = -8;
+        snprintf(label, sizeof label, "%s empty, q.shape[0] -8", entry);
+        expect(label, c, ATTN_ERR_SHAPE, "-8");
+    }
+    c = empty_outputs("varlen_int8", 1); c.flash.dropout_p = 0.5;
+    expect("varlen_int8 empty, dropout 0.5", c, ATTN_ERR_INVALID_ARGUMENT, "dropout_p");
+    c = empty_outputs("flash", 2); c.flash.int8_qk = 1; c.flash.smooth_k = 1; c.flash.softcap = 5;
+    expect("flash int8 empty, smooth_k with softcap", c, ATTN_ERR_INVALID_ARGUMENT, "smooth_k");
     c = baseline("varlen"); fill_index(3, 0, 4, 5); expect("cu_seqlens_q longer than max", c, ATTN_ERR_INVALID_ARGUMENT,
                                                         "max_seqlen_q");
     c = baseline("varlen"); fill_index(3, 1, 2, 5); expect("cu_seqlens_q not from 0", c, ATTN_ERR_INVALID_ARGUMENT,

@@ -1,0 +1,108 @@
+/* libFuzzer harness: attn_eager_forward (the seed API: [B, S, H*D] tensors, a
+ * key mask, top-left causal, optional attention weights). */
+#include "fuzz_common.h"
+
+typedef struct {
+    attn_eager_params params;
+    int64_t batch, seq_q, seq_k, heads, dim;
+    attn_tensor q, k, v, mask, out, weights;
+    int has_mask, has_weights;
+} eager_call;
+
+static void check_reference(const eager_call *c) {
+    if (!fz_all_finite(&c->q) || !fz_all_finite(&c->k) || !fz_all_finite(&c->v)) return;
+    double scale = 1.0 / sqrt((double)c->dim);
+    double tolerance = fz_tolerance(c->q.dtype) * (1 + fz_max_abs(&c->v)) * (1 + scale * c->dim);
+    double *scores = malloc(sizeof(double) * (size_t)(c->seq_k + 1));
+    for (int64_t b = 0; b < c->batch; b++)
+        for (int64_t h = 0; h < c->heads; h++)
+            for (int64_t i = 0; i < c->seq_q; i++) {
+                for (int64_t j = 0; j < c->seq_k; j++) {
+                    int64_t mi[2] = {b, j};
+                    if ((c->params.mask_mode == ATTN_MASK_CAUSAL_TOP_LEFT && j > i) ||
+                        (c->has_mask && fz_get(&c->mask, mi) == 0)) {
+                        scores[j] = -INFINITY;
+                        continue;
+                    }
+                    double dot = 0;
+                    for (int64_t d = 0; d < c->dim; d++) {
+                        int64_t qi[3] = {b, i, h * c->dim + d}, ki[3] = {b, j, h * c->dim + d};
+                        dot += fz_get(&c->q, qi) * fz_get(&c->k, ki);
+                    }
+                    scores[j] = scale * dot;
+                }
+                fz_softmax(scores, c->seq_k);
+                for (int64_t d = 0; d < c->dim; d++) {
+                    double want = 0;
+                    for (int64_t j = 0; j < c->seq_k; j++) {
+                        int64_t vi[3] = {b, j, h * c->dim + d};
+                        if (scores[j] != 0) want += scores[j] * fz_get(&c->v, vi);
+                    }
+                    int64_t oi[3] = {b, i, h * c->dim + d};
+                    fz_expect_close(fz_get(&c->out, oi), want, tolerance, "out");
+                }
+                if (c->has_weights)
+                    for (int64_t j = 0; j < c->seq_k; j++) {
+                        int64_t wi[4] = {b, h, i, j};
+                        fz_expect_close(fz_get(&c->weights, wi), scores[j], tolerance, "weights");
+                    }
+            }
+    free(scores);
+}
+
+static attn_status call_eager(eager_call *c) {
+    return attn_eager_forward(&c->params, &c->q, &c->k, &c->v, c->has_mask ? &c->mask : NULL, &c->out,
+                              c->has_weights ? &c->weights : NULL);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    fz_input in = {data, size, 0, size};
+    for (size_t i = 0; i < size && i < 64; i++) in.fill_state = in.fill_state * 131 + data[i];
+    static eager_call c;
+    memset(&c, 0, sizeof c);
+    fz_broken = "";
+
+    attn_dtype dtype = fz_float_dtypes[fz_pick(&in, 4)];
+    c.batch = fz_pick(&in, 3) + (fz_chance(&in, 90) ? 1 : 0);
+    c.seq_q = fz_length(&in);
+    c.seq_k = fz_length(&in);
+    c.heads = 1 + fz_pick(&in, 3);
+    c.dim = fz_head_dim(&in);
+    int64_t qs[3] = {c.batch, c.seq_q, c.heads * c.dim}, ks[3] = {c.batch, c.seq_k, c.heads * c.dim};
+    int specials = fz_chance(&in, 20);
+    fz_make(&in, &c.q, "q", dtype, 3, qs, 0, specials);
+    fz_make(&in, &c.k, "k", dtype, 3, ks, 0, specials);
+    fz_make(&in, &c.v, "v", dtype, 3, ks, 0, specials);
+    fz_make(&in, &c.out, "out", dtype, 3, qs, 1, 0);
+    c.has_mask = fz_chance(&in, 50);
+    if (c.has_mask) {
+        int64_t ms[2] = {c.batch, c.seq_k};
+        fz_make(&in, &c.mask, "key_mask", fz_chance(&in, 50) ? ATTN_DTYPE_BOOL : ATTN_DTYPE_U8, 2, ms, 0, 0);
+        uint64_t salt = fz_byte(&in);
+        FZ_FILL(&c.mask, (double)((index[0] * 3 + index[1] + salt) % 3 != 0 ? 1 + salt % 5 : 0));
+    }
+    c.has_weights = fz_chance(&in, 40);
+    if (c.has_weights) {
+        int64_t ws[4] = {c.batch, c.heads, c.seq_q, c.seq_k};
+        fz_make(&in, &c.weights, "weights", dtype, 4, ws, 1, 0);
+    }
+    c.params.struct_size = sizeof c.params;
+    c.params.mask_mode = fz_chance(&in, 40) ? ATTN_MASK_CAUSAL_TOP_LEFT : ATTN_MASK_NONE;
+    c.params.num_heads = c.heads;
+    c.params.head_dim = c.dim;
+
+    int must_reject = 0;
+    switch (fz_chance(&in, 25) ? fz_pick(&in, 8) : 99) {
+    case 0: fz_corrupt_tensor(&in, &c.q); must_reject = 1; break;
+    case 1: fz_corrupt_tensor(&in, &c.v); must_reject = 1; break;
+    case 2: fz_corrupt_tensor(&in, &c.out); must_reject = 1; break;
+    case 3: c.params.struct_size = fz_chance(&in, 50) ? 4097 : 3; fz_broken = "struct_size"; must_reject = 1; break;
+    case 4: c.params.mask_mode = 2 + (int)fz_pick(&in, 5); fz_broken = "mask_mode"; must_reject = 1; break;
+    case 5: c.params.num_heads = fz_chance(&in, 50) ? -c.heads : c.heads + 1; fz_broken = "num_heads"; must_reject = 1; break;
+    case 6: c.params.head_dim = fz_chance(&in, 50) ? 0 : INT64_MAX; fz_broken = "head_dim"; must_reject = 1; break;
+    case 7: if (c.has_mask) { c.mask.dtype = ATTN_DTYPE_F32; fz_broken = "key_mask dtype"; must_reject = 1; } break;
+    }
+    FZ_RUN(&in, must_reject, call_eager(&c), check_reference(&c));
+    fz_release_all();
+    return 0;
+}
