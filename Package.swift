@@ -17,8 +17,11 @@ import PackageDescription
 // - Everything x86-specific sits behind the compilation condition ATTNKIT_X86,
 //   which this manifest sets only when it is built on x86-64.
 // Kernels build -Ounchecked in release: every bound they rely on is checked
-// once, up front, by the validating layer, which keeps Swift's checks.
+// once, up front, by the validating layer (AttnKitCore, AttnKit, AttnKitC),
+// which keeps Swift's checks: an overflow or bad index it missed traps there
+// instead of corrupting memory in a kernel.
 let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+let checkedFlags: [SwiftSetting] = [.unsafeFlags(["-wmo"], .when(configuration: .release))]
 
 #if arch(x86_64)
 let x86: [SwiftSetting] = [.define("ATTNKIT_X86")]
@@ -55,14 +58,14 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         .systemLibrary(name: "CAttnKitABI", path: "Sources/CAttnKitABI"),
         .target(name: "_AttnKitShims", path: "Sources/_AttnKitShims"),
-        .target(name: "AttnKitCore", path: "Sources/AttnKitCore", swiftSettings: kernelFlags),
+        .target(name: "AttnKitCore", path: "Sources/AttnKitCore", swiftSettings: checkedFlags),
         .target(name: "AttnKitKernelsPortable", dependencies: ["AttnKitCore", "_AttnKitShims"],
                 path: "Sources/AttnKitKernelsPortable", swiftSettings: kernelFlags),
         .target(
             name: "AttnKit",
             dependencies: ["AttnKitCore", "AttnKitKernelsPortable", "COpenBLAS", "_AttnKitShims"] + x86KernelNames,
             path: "Sources/AttnKit",
-            swiftSettings: kernelFlags + x86),
+            swiftSettings: checkedFlags + x86),
         .target(
             name: "AttnKitC",
             dependencies: ["AttnKit", "CAttnKitABI"],

@@ -325,6 +325,63 @@ attn_status attn_flash_varlen_int8_forward(const attn_flash_params *params,
                                            const attn_tensor *alibi_slopes,
                                            const attn_tensor *out, const attn_tensor *softmax_lse);
 
+/* ---- Decoding with a KV cache (flash_attn_with_kvcache, flash-attn 2.8) ----
+ * Appends k/v (if given) to the cache in place at cache_seqlens[b], then
+ * attends q to the cache. Every argument is checked before the first byte is
+ * appended; a rejected call leaves the cache untouched.
+ *   q:        (B, Sq, Hq, D) f32, f16 or bf16
+ *   k_cache, v_cache: (B_cache, S_cache, Hk, D / Dv), or with block_table
+ *             (num_blocks, page_size, Hk, D / Dv) with any page_size >= 1; q's dtype
+ *   k, v:     (B, S_new, Hk, D / Dv) or both NULL (nothing appended)
+ *   rotary_cos, rotary_sin: (seqlen_ro, rotary_dim / 2), q's dtype, or both NULL;
+ *             applied only when k is given: to new key t at position
+ *             cache_seqlens[b] + t, and to query i at cache_seqlens[b] + i when
+ *             causal or windowed (else every query at cache_seqlens[b]); GPT-J
+ *             pairs (2i, 2i+1) if params->rotary_interleaved, else GPT-NeoX (i, i + rotary_dim/2)
+ *   cache_seqlens: (B,) i32/i64, tokens already in the cache per sequence
+ *   cache_batch_idx: (B,) i32/i64 cache row per sequence, or NULL (row b); not with block_table
+ *   cache_leftpad: (B,) i32/i64 first valid cache position, or NULL (0); not with block_table
+ *   block_table: (B, max_blocks) i32/i64 page indices, or NULL (contiguous cache)
+ *   alibi_slopes: (Hq,) or (B, Hq) f32, or NULL
+ *   out: (B, Sq, Hq, Dv) written;  softmax_lse: (B, Hq, Sq) f32 written, or NULL
+ * Sequence b attends cache positions cache_leftpad[b] ..< cache_seqlens[b] + S_new
+ * with attn_flash_forward's masks over them (causal bottom-right, window,
+ * softcap, ALiBi). Keys are split into fixed-size parts (or num_splits parts)
+ * whose partial results are merged as attn_merge_attention_states does: the
+ * result is the same bits for every thread count. */
+typedef struct attn_kvcache_params {
+    uint32_t struct_size;       /* sizeof(attn_kvcache_params) */
+    int32_t causal;             /* 0 or 1 */
+    int32_t has_scale;          /* 0: softmax_scale = 1/sqrt(D) */
+    int32_t rotary_interleaved; /* 0 or 1 */
+    double softmax_scale;
+    int64_t window_left;        /* -1 = unbounded */
+    int64_t window_right;       /* -1 = unbounded */
+    double softcap;             /* 0 = off */
+    int32_t num_splits;         /* 0 = automatic (fixed split size), n > 0 = n parts */
+    int32_t reserved;           /* 0 */
+} attn_kvcache_params;
+
+attn_status attn_flash_kvcache_forward(const attn_kvcache_params *params, const attn_tensor *q,
+                                       const attn_tensor *k_cache, const attn_tensor *v_cache,
+                                       const attn_tensor *k, const attn_tensor *v,
+                                       const attn_tensor *rotary_cos, const attn_tensor *rotary_sin,
+                                       const attn_tensor *cache_seqlens, const attn_tensor *cache_batch_idx,
+                                       const attn_tensor *cache_leftpad, const attn_tensor *block_table,
+                                       const attn_tensor *alibi_slopes, const attn_tensor *out,
+                                       const attn_tensor *softmax_lse);
+
+/* Merges two partial attentions over disjoint key sets into attention over
+ * their union: out = (e^lse_a·out_a + e^lse_b·out_b) / (e^lse_a + e^lse_b),
+ * lse = log(e^lse_a + e^lse_b), in fp64. A part with lse +inf or -inf is empty
+ * (weight 0); both empty give out 0 and lse +inf.
+ *   fixed:  out_a, out_b, out: (B, S, H, D)  lse_a, lse_b, lse: (B, H, S) f32
+ *   varlen: out_a, out_b, out: (T, H, D)     lse_a, lse_b, lse: (H, T) f32
+ * out in f32, f64, f16 or bf16 (all three the same); lse may be NULL. */
+attn_status attn_merge_attention_states(const attn_tensor *out_a, const attn_tensor *lse_a,
+                                        const attn_tensor *out_b, const attn_tensor *lse_b,
+                                        const attn_tensor *out, const attn_tensor *lse);
+
 /* ---- Per-tensor asymmetric quantization (seed 001) ----
  *   scale = (max - min) / (2^num_bits - 1), zero_point = -min / scale,
  *   q = clamp(round_half_even(x / scale + zero_point), 0, 2^num_bits - 1),

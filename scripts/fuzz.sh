@@ -33,7 +33,9 @@ for name in "${harnesses[@]}"; do
 done
 
 # Big enough for every decision a harness makes; tensor values come from a PRNG seeded by the input.
-options=(-max_len=160 -len_control=0 -print_final_stats=1 -artifact_prefix="$out/")
+# A call that takes 20 s (a hang) or allocates 1 GiB at once (a size bounded by a
+# dimension that multiplies zero) fails as a crash would.
+options=(-max_len=160 -len_control=0 -print_final_stats=1 -timeout=20 -malloc_limit_mb=1024 -artifact_prefix="$out/")
 for name in "${harnesses[@]}"; do
   seeds="Tests/fuzz/corpus/$name"
   work="$out/corpus-$name"

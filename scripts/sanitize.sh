@@ -2,13 +2,14 @@
 # Sanitizer runs of the library itself (not just a harness), through the CMake
 # build so each kernel tier keeps its own code (cmake/LocalizeKernelTier.cmake):
 #   address (Swift; Swift has no UBSan on Linux) with address,undefined on the C
-#   side: the bad-call catalogue, the C client and the fork test;
+#   side: the bad-call catalogue, the C client, the fork test and the fuzz
+#   harnesses' smoke runs (scripts/fuzz.sh);
 #   thread:            the 8-thread stress test (bitwise against one thread).
 # Not part of the test command (two extra builds of the whole library); run it
 # by hand: bash scripts/sanitize.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh >/dev/null
+[[ ${ATTNKIT_SKIP_SETUP:-0} == 1 ]] || bash scripts/setup.sh >/dev/null   # test.sh has already run it
 run() {   # run <name> <swift sanitizers> <clang sanitizers> <programs...>
   local name=$1 swift_flags=$2 c_flags=$3; shift 3
   local build="build/sanitize-$name"
@@ -30,5 +31,7 @@ run() {   # run <name> <swift sanitizers> <clang sanitizers> <programs...>
   done
 }
 run address-undefined address address,undefined catalogue client fork_first_call
+echo "--- address-undefined: fuzz smoke runs against the ASan build of the library"
+bash scripts/fuzz.sh smoke build/sanitize-address-undefined
 run thread thread thread stress
 echo "sanitize: all runs clean"

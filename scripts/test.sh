@@ -54,6 +54,15 @@ if [[ " ${tiers[*]} " == *" avx2 "* ]]; then
   done
 fi
 
+echo "==> fuzz harnesses (Tests/fuzz): a fixed number of runs each over the committed seeds, against the release library"
+bash scripts/fuzz.sh smoke
+
+echo "==> no unexplained Swift trap sites in the code the C ABI reaches"
+bash scripts/check_traps.sh
+
+echo "==> sanitizers: the library built with ASan (catalogue, client, fork test, fuzz smoke runs) and TSan (stress)"
+ATTNKIT_SKIP_SETUP=1 bash scripts/sanitize.sh
+
 echo "==> ABI: the public header against the 0.1 baseline (abidiff)"
 bash scripts/check_abi.sh
 

@@ -122,7 +122,7 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
     /// Head `head` of `tensor` in batch `batch`: a [seq, D] matrix.
     func headMatrix(_ tensor: StridedTensor<E>, batch: Int, head: Int) -> Strided2D<E> {
         let offset = batch &* tensor.strides[0] &+ head &* problem.headDim &* tensor.strides[2]
-        return Strided2D(base: tensor.base! + offset, rowStride: tensor.strides[1], colStride: tensor.strides[2])
+        return Strided2D(base: tensor.data + offset, rowStride: tensor.strides[1], colStride: tensor.strides[2])
     }
 
     func run(threads: Int) throws {
@@ -196,7 +196,7 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
         // so a row's number of allowed keys is one lookup.
         var maskBytes: UnsafePointer<UInt8>? = nil
         if let keyMask {
-            let base = keyMask.base! + batch &* keyMask.strides[0]
+            let base = keyMask.data + batch &* keyMask.strides[0]
             scratch.allowedPrefix[0] = 0
             for j in 0..<p.seqK {
                 let bit: UInt8 = base[j &* keyMask.strides[1]] != 0 ? 1 : 0
@@ -212,7 +212,7 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
         let (values, ldv) = blasOperand(headMatrix(v, batch: batch, head: head), rows: p.seqK, cols: dim,
                                         scratch: scratch.values)
         let outOffset = batch &* out.strides[0] &+ head &* dim &* out.strides[2]
-        let outBase = out.base! + outOffset
+        let outBase = out.data + outOffset
         let outInPlace = E.self == T.self && out.strides[2] == 1 && out.strides[1] >= dim && out.strides[1] <= Int(Int32.max)
 
         var rowStart = 0
@@ -277,7 +277,7 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
                       into weights: MutableStridedTensor<E>) {
         let s = weights.strides
         let offset: Int = batch &* s[0] &+ head &* s[1] &+ query &* s[2]
-        let base = weights.base! + offset
+        let base = weights.data + offset
         for j in 0..<problem.seqK { base[j &* s[3]] = toStorage(j < validCount ? row[j] : 0) }
     }
 }

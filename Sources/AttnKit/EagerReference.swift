@@ -18,7 +18,7 @@ extension EagerAttention {
         func element(_ t: StridedTensor<E>, _ index: [Int]) -> Double {
             var offset = 0
             for axis in 0..<index.count { offset += index[axis] * t.strides[axis] }
-            return E.toDouble(t.base![offset])
+            return E.toDouble(t.data[offset])
         }
         for b in 0..<p.batch {
             for h in 0..<p.numHeads {
@@ -27,7 +27,7 @@ extension EagerAttention {
                     var rowMax = -Double.infinity
                     for j in 0..<p.seqK {
                         var allowed = !(p.causal && j > i)
-                        if let keyMask, keyMask.base![b * keyMask.strides[0] + j * keyMask.strides[1]] == 0 { allowed = false }
+                        if let keyMask, keyMask.data[b * keyMask.strides[0] + j * keyMask.strides[1]] == 0 { allowed = false }
                         if !allowed { probabilities[j] = -.infinity; continue }
                         allowedAny = true
                         var dot = 0.0
@@ -51,12 +51,12 @@ extension EagerAttention {
                             }
                         }
                         let offset = b * out.strides[0] + i * out.strides[1] + (h * p.headDim + d) * out.strides[2]
-                        out.base![offset] = E.fromDouble(acc)
+                        out.data[offset] = E.fromDouble(acc)
                     }
                     if let weights {
                         for j in 0..<p.seqK {
                             let s = weights.strides
-                            weights.base![b * s[0] + h * s[1] + i * s[2] + j * s[3]] = E.fromDouble(probabilities[j])
+                            weights.data[b * s[0] + h * s[1] + i * s[2] + j * s[3]] = E.fromDouble(probabilities[j])
                         }
                     }
                 }

@@ -126,7 +126,8 @@ public struct FlashAttention {
                                              maxLength: maxSeqlenQ, maxName: "max_seqlen_q")
         let sequencesK = try SequenceOffsets("cu_seqlens_k", values: boundariesK.read(), total: k.shape[0],
                                              maxLength: maxSeqlenK, maxName: "max_seqlen_k")
-        try requireAllocatable(sequencesQ.count * geometry.queryHeads, of: AttentionUnit<E>.self)
+        try requireAllocatable(try checkedProduct(sequencesQ.count, geometry.queryHeads, what: "cu_seqlens_q"),
+                               of: AttentionUnit<E>.self)
         var units: [AttentionUnit<E>] = []
         units.reserveCapacity(sequencesQ.count * geometry.queryHeads)
         for sequence in 0..<sequencesQ.count {
@@ -173,7 +174,7 @@ public struct FlashAttention {
             return
         }
         var units: [AttentionUnit<E>] = []
-        try requireAllocatable(batch * geometry.queryHeads, of: AttentionUnit<E>.self)
+        try requireAllocatable(try checkedProduct(batch, geometry.queryHeads, what: "q"), of: AttentionUnit<E>.self)
         units.reserveCapacity(batch * geometry.queryHeads)
         for b in 0..<batch {
             for head in 0..<geometry.queryHeads {
@@ -331,7 +332,7 @@ public struct FlashAttention {
                 return pointer.map { $0 + (batchTerm + row * strides[s] + head * strides[h]) }
             }
             // Empty tensors may have no data pointer; such a unit never reads them.
-            let fallback = UnsafePointer<E>(bitPattern: 64)!
+            let fallback = UnsafePointer(placeholderPointer(E.self))
             let outBatch = sequenceAxis == 1 ? batchIndex * out.strides[0] : 0
             return AttentionUnit(
                 q: Strided2D(base: base(q.base, q.strides, row: batchOffset.q, head: head) ?? fallback,

@@ -50,7 +50,7 @@ extension FlashAttention {
         try validateLayout("k_scale", shape: kScale.shape, strides: kScale.strides, hasData: kScale.base != nil)
         // Shape-only stand-ins let the float planner check every other rule; their
         // data pointers are never read (the units get int8 sources below).
-        let anchor = UnsafePointer<E>(bitPattern: 64)!
+        let anchor = UnsafePointer(placeholderPointer(E.self))
         let queryShape = StridedTensor<E>(base: anchor, shape: qInt8.shape, strides: qInt8.strides)
         let keyShape = StridedTensor<E>(base: anchor, shape: kInt8.shape, strides: kInt8.strides)
         var units: [AttentionUnit<E>], offsetsQ: [Int], offsetsK: [Int]
@@ -66,11 +66,12 @@ extension FlashAttention {
         let paddedDim = (dim + 3) & ~3
         let totalKeys = kInt8.shape[0]
         // K in the Int8Keys layout, per (packed row, KV head): a copy, not a quantization.
-        let values = try Workspace<Int8>(count: try checkedProduct(Swift.max(totalKeys * keyHeads, 1), paddedDim, what: "k_int8"))
+        let slots = try checkedProduct(Swift.max(totalKeys, 1), Swift.max(keyHeads, 1), what: "k_int8")
+        let values = try Workspace<Int8>(count: try checkedProduct(slots, paddedDim, what: "k_int8"))
         defer { values.deallocate() }
-        let scales = try Workspace<Float>(count: Swift.max(totalKeys * keyHeads, 1))
+        let scales = try Workspace<Float>(count: slots)
         defer { scales.deallocate() }
-        let sums = try Workspace<Int32>(count: Swift.max(totalKeys * keyHeads, 1))
+        let sums = try Workspace<Int32>(count: slots)
         defer { sums.deallocate() }
         for head in 0..<keyHeads {
             for row in 0..<totalKeys {
@@ -78,11 +79,11 @@ extension FlashAttention {
                 let destination = values.pointer + slot * paddedDim
                 var sum: Int32 = 0
                 for d in 0..<paddedDim {
-                    let level = d < dim ? kInt8.base![row * kInt8.strides[0] + head * kInt8.strides[1] + d * kInt8.strides[2]] : 0
+                    let level = d < dim ? kInt8.data[row * kInt8.strides[0] + head * kInt8.strides[1] + d * kInt8.strides[2]] : 0
                     destination[d] = level
                     sum += Int32(level)
                 }
-                scales.pointer[slot] = kScale.base![row * kScale.strides[0] + head * kScale.strides[1]]
+                scales.pointer[slot] = kScale.data[row * kScale.strides[0] + head * kScale.strides[1]]
                 sums.pointer[slot] = sum
             }
         }

@@ -93,8 +93,15 @@ struct QuantizedKeys {
         var headIndex: [UnsafeRawPointer: Int] = [:]
         var heads: [(source: Strided2D<E>, keys: Int, offset: Int)] = []
         var totalKeys = 0
-        for unit in units where unit.keys > 0 && headIndex[UnsafeRawPointer(unit.k.base)] == nil {
-            headIndex[UnsafeRawPointer(unit.k.base)] = heads.count
+        // Each unit's entry in `heads`, or -1 if it has no keys (nothing to score).
+        var unitHeads: [Int] = []
+        unitHeads.reserveCapacity(units.count)
+        for unit in units {
+            guard unit.keys > 0 else { unitHeads.append(-1); continue }
+            let address = UnsafeRawPointer(unit.k.base)
+            if let known = headIndex[address] { unitHeads.append(known); continue }
+            headIndex[address] = heads.count
+            unitHeads.append(heads.count)
             heads.append((unit.k, unit.keys, totalKeys))
             totalKeys += unit.keys
         }
@@ -156,7 +163,8 @@ struct QuantizedKeys {
                         let end = Swift.min(head.keys, start + 256)
                         chunk.withUnsafeMutableBufferPointer { sums in
                             sums.update(repeating: 0)
-                            KernelDispatch.addRows(head.source, rows: start..<end, count: headDim, into: sums.baseAddress!)
+                            guard let target = sums.baseAddress else { return }   // headDim >= 1: never nil
+                            KernelDispatch.addRows(head.source, rows: start..<end, count: headDim, into: target)
                         }
                         for d in 0..<headDim { totals[d] += Double(chunk[d]) }
                         start = end
@@ -180,11 +188,7 @@ struct QuantizedKeys {
                 }
             }
         }
-        var unitHeads: [Int] = []
-        unitHeads.reserveCapacity(units.count)
-        for index in units.indices {
-            guard units[index].keys > 0 else { unitHeads.append(-1); continue }   // nothing to score
-            unitHeads.append(headIndex[UnsafeRawPointer(units[index].k.base)]!)
+        for index in units.indices where unitHeads[index] >= 0 {
             let head = heads[unitHeads[index]]
             units[index].int8Keys = Int8Keys(values: values.pointer + head.offset * paddedDim,
                                              scales: scales.pointer + head.offset, sums: sums.pointer + head.offset,

@@ -125,6 +125,11 @@ public enum KernelDispatch {
         _ = ThreadSettings.numThreads
     }
 
+    static func runDecode<E: AttnStorage>(_ problem: DecodeProblem<E>, tasks: [DecodeTask],
+                                          partials: UnsafeMutablePointer<Float>, threads: Int) throws {
+        try kernels.runDecode(problem, tasks: tasks, partials: partials, threads: threads)
+    }
+
     static func runFlash<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
         try kernels.runFlash(units: units, options: options, threads: threads)
     }

@@ -22,7 +22,7 @@ public enum PerTensorQuantization {
         var low = Double.infinity, high = -Double.infinity
         var finite = true
         forEachOffset(x.shape, x.strides, q.strides) { source, _ in
-            let value = E.toDouble(x.base![source])
+            let value = E.toDouble(x.data[source])
             if !value.isFinite { finite = false }
             low = Swift.min(low, value); high = Swift.max(high, value)
         }
@@ -32,8 +32,8 @@ public enum PerTensorQuantization {
         let scale = high > low ? (high - low) / levels : 1
         let zeroPoint = -low / scale
         forEachOffset(x.shape, x.strides, q.strides) { source, target in
-            let level = (E.toDouble(x.base![source]) / scale + zeroPoint).rounded(.toNearestOrEven)
-            q.base![target] = UInt8(Swift.min(Swift.max(level, 0), levels))
+            let level = (E.toDouble(x.data[source]) / scale + zeroPoint).rounded(.toNearestOrEven)
+            q.data[target] = UInt8(Swift.min(Swift.max(level, 0), levels))
         }
         return Parameters(scale: scale, zeroPoint: zeroPoint)
     }
@@ -45,7 +45,7 @@ public enum PerTensorQuantization {
         }
         try validatePair("q", q, into: "out", out)
         forEachOffset(q.shape, q.strides, out.strides) { source, target in
-            out.base![target] = E.fromDouble(parameters.scale * (Double(q.base![source]) - parameters.zeroPoint))
+            out.data[target] = E.fromDouble(parameters.scale * (Double(q.data[source]) - parameters.zeroPoint))
         }
     }
 

@@ -120,11 +120,15 @@ public struct ScaledDotProductAttention {
         options.dropoutP = Float(dropoutP)
         options.seed = seed
 
+        var units: [AttentionUnit<E>] = []
+        // No output elements: done, before any product of dims that a 0 made
+        // meaningless (and that may overflow). Otherwise out's element count,
+        // which validateLayout checked, bounds every product below.
+        guard !out.shape.contains(0) else { return (units, options) }
         let batchShape = Array(query.shape[0..<leading])
         let batchCount = batchShape.reduce(1, *)
-        let groupSize = keyHeads > 0 ? queryHeads / Swift.max(keyHeads, 1) : 1
-        var units: [AttentionUnit<E>] = []
-        guard batchCount > 0, queryHeads > 0, seqQ > 0, valueDim > 0 else { return (units, options) }
+        let groupSize = queryHeads / keyHeads
+        try requireAllocatable(batchCount * queryHeads, of: AttentionUnit<E>.self)
         units.reserveCapacity(batchCount * queryHeads)
         var index = [Int](repeating: 0, count: leading)
         for _ in 0..<batchCount {
@@ -152,13 +156,13 @@ public struct ScaledDotProductAttention {
                 }
                 let emptyKeys = seqK == 0
                 units.append(AttentionUnit(
-                    q: Strided2D(base: query.base! + (qOffset + headOffset(query.strides, head)),
+                    q: Strided2D(base: query.data + (qOffset + headOffset(query.strides, head)),
                                  rowStride: query.strides[rank - 2], colStride: query.strides[rank - 1]),
-                    k: Strided2D(base: emptyKeys ? query.base! : key.base! + (kOffset + headOffset(key.strides, kvHead)),
+                    k: Strided2D(base: emptyKeys ? query.data : key.data + (kOffset + headOffset(key.strides, kvHead)),
                                  rowStride: key.strides[rank - 2], colStride: key.strides[rank - 1]),
-                    v: Strided2D(base: emptyKeys ? query.base! : value.base! + (vOffset + headOffset(value.strides, kvHead)),
+                    v: Strided2D(base: emptyKeys ? query.data : value.data + (vOffset + headOffset(value.strides, kvHead)),
                                  rowStride: value.strides[rank - 2], colStride: value.strides[rank - 1]),
-                    out: MutableStrided2D(base: out.base! + (oOffset + headOffset(out.strides, head)),
+                    out: MutableStrided2D(base: out.data + (oOffset + headOffset(out.strides, head)),
                                           rowStride: out.strides[rank - 2], colStride: out.strides[rank - 1]),
                     lse: nil, lseStride: 0, queries: seqQ, keys: seqK, mask: unitMask, alibiSlope: 0,
                     diagonal: 0, dropoutStream: UInt64(units.count)))

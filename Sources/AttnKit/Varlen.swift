@@ -76,3 +76,38 @@ public struct SequenceBoundaries {
 public func readIndexTensor(_ name: String, int32: StridedTensor<Int32>?, int64: StridedTensor<Int64>?) throws -> [Int] {
     try SequenceBoundaries(name, int32: int32, int64: int64).read()
 }
+
+/// Reads an int32 or int64 index tensor of rank `rank` (cache_seqlens,
+/// cache_batch_idx, block_table, ...) into row-major Ints, after checking its
+/// rank and layout.
+public func readIndexValues(_ name: String, int32: StridedTensor<Int32>?, int64: StridedTensor<Int64>?,
+                            rank: Int, layout: String) throws -> (shape: [Int], values: [Int]) {
+    func read<I: BinaryInteger>(_ tensor: StridedTensor<I>) throws -> (shape: [Int], values: [Int]) {
+        try requireRank(name, tensor.shape, rank, layout)
+        try validateLayout(name, shape: tensor.shape, strides: tensor.strides, hasData: tensor.base != nil)
+        let count = tensor.shape.contains(0) ? 0 : tensor.elementCount
+        try requireAllocatable(count, of: Int.self)
+        var values: [Int] = []
+        values.reserveCapacity(count)
+        if count > 0 {
+            var index = [Int](repeating: 0, count: rank)
+            outer: while true {
+                var offset = 0
+                for axis in 0..<rank { offset += index[axis] * tensor.strides[axis] }
+                values.append(Int(truncatingIfNeeded: tensor.data[offset]))
+                var axis = rank - 1
+                while axis >= 0 {
+                    index[axis] += 1
+                    if index[axis] < tensor.shape[axis] { continue outer }
+                    index[axis] = 0
+                    axis -= 1
+                }
+                break
+            }
+        }
+        return (tensor.shape, values)
+    }
+    if let int32 { return try read(int32) }
+    if let int64 { return try read(int64) }
+    throw AttnError.invalidArgument(argument: name, rule: "must be given")
+}

@@ -11,6 +11,11 @@ package protocol KernelSet {
     /// The tiled online-softmax engine (SDPA, flash, varlen, int8).
     static func runFlash<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws
 
+    /// The decode engine: each task's partial online-softmax state into `partials`
+    /// (DecodeTask says where), the splits of a (sequence, KV head) left for the caller to merge.
+    static func runDecode<E: AttnStorage>(_ problem: DecodeProblem<E>, tasks: [DecodeTask],
+                                          partials: UnsafeMutablePointer<Float>, threads: Int) throws
+
     /// The eager kernel's in-place softmax of one row of scores.
     static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, keyAllowed: UnsafePointer<UInt8>?)
 

@@ -20,7 +20,7 @@ public struct StridedTensor<Element> {
     /// `base`, or a dangling non-null pointer for a tensor given without data.
     /// validateLayout guarantees data for every tensor with elements, so the
     /// fallback is only ever offset by 0 and never read.
-    @inlinable package var data: UnsafePointer<Element> { base ?? UnsafePointer(bitPattern: 64).unsafelyUnwrapped }
+    @inlinable package var data: UnsafePointer<Element> { base ?? UnsafePointer(placeholderPointer(Element.self)) }
 }
 
 /// A writable strided view of a tensor. Strides count elements.
@@ -40,10 +40,16 @@ public struct MutableStridedTensor<Element> {
     public var rank: Int { shape.count }
     public var elementCount: Int { shape.reduce(1, *) }
     /// `base`, or a dangling non-null pointer (see StridedTensor.data).
-    @inlinable package var data: UnsafeMutablePointer<Element> { base ?? UnsafeMutablePointer(bitPattern: 64).unsafelyUnwrapped }
+    @inlinable package var data: UnsafeMutablePointer<Element> { base ?? placeholderPointer(Element.self) }
     public var readOnly: StridedTensor<Element> {
         StridedTensor(base: base.map { UnsafePointer($0) }, shape: shape, strides: strides)
     }
+}
+
+/// A non-null pointer that is never dereferenced: the base of a tensor given
+/// without data, which validateLayout allows only when it has no elements.
+@inlinable package func placeholderPointer<T>(_: T.Type) -> UnsafeMutablePointer<T> {
+    UnsafeMutablePointer(bitPattern: UInt(MemoryLayout<T>.alignment) << 6).unsafelyUnwrapped   // a nonzero constant
 }
 
 /// Row-major strides for `shape`.

@@ -21,6 +21,11 @@ package enum Kernels: KernelSet {
         try FlashEngine.run(units: units, options: options, threads: threads)
     }
 
+    package static func runDecode<E: AttnStorage>(_ problem: DecodeProblem<E>, tasks: [DecodeTask],
+                                                  partials: UnsafeMutablePointer<Float>, threads: Int) throws {
+        try DecodeEngine.run(problem, tasks: tasks, partials: partials, threads: threads)
+    }
+
     package static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, keyAllowed: UnsafePointer<UInt8>?) {
         RowSoftmax.run(row, count: count, keyAllowed: keyAllowed)
     }

@@ -61,6 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static eager_call c;
     memset(&c, 0, sizeof c);
     fz_broken = "";
+    fz_no_reference = 0;
 
     attn_dtype dtype = fz_float_dtypes[fz_pick(&in, 4)];
     c.batch = fz_pick(&in, 3) + (fz_chance(&in, 90) ? 1 : 0);
@@ -101,6 +102,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 5: c.params.num_heads = fz_chance(&in, 50) ? -c.heads : c.heads + 1; fz_broken = "num_heads"; must_reject = 1; break;
     case 6: c.params.head_dim = fz_chance(&in, 50) ? 0 : INT64_MAX; fz_broken = "head_dim"; must_reject = 1; break;
     case 7: if (c.has_mask) { c.mask.dtype = ATTN_DTYPE_F32; fz_broken = "key_mask dtype"; must_reject = 1; } break;
+    }
+    if (!must_reject && fz_chance(&in, 8)) {
+        /* Huge but empty: 2^20..2^40 batches, no query rows. */
+        int64_t huge = fz_huge(&in);
+        fz_no_reference = 1;
+        fz_give_data_to_all();
+        c.q.shape[0] = c.k.shape[0] = c.v.shape[0] = c.out.shape[0] = huge;
+        c.q.shape[1] = c.out.shape[1] = 0;
+        if (c.has_mask) c.mask.shape[0] = huge;
+        if (c.has_weights) { c.weights.shape[0] = huge; c.weights.shape[2] = 0; }
+        c.batch = 0;   /* the reference has nothing to check */
     }
     FZ_RUN(&in, must_reject, call_eager(&c), check_reference(&c));
     fz_release_all();

@@ -124,6 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static flash_call c;
     memset(&c, 0, sizeof c);
     fz_broken = "";
+    fz_no_reference = 0;
 
     attn_dtype dtype = fz_float_dtypes[fz_pick(&in, 4)];
     c.batch = 1 + fz_pick(&in, 3);
@@ -217,6 +218,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         p->max_seqlen_q = c.max_q - 1; fz_broken = "max_seqlen_q below the longest sequence"; must_reject = 1;
     }
 #endif
+    if (!must_reject && fz_chance(&in, 8)) {
+        int64_t huge = fz_huge(&in);
+        fz_no_reference = 1;
+        fz_give_data_to_all();
+#ifdef FZ_VARLEN
+        /* Huge but empty: no query rows, 2^20..2^40 query heads, and cu_seqlens
+         * broadcast views claiming as many sequences (never read). */
+        int64_t group = c.heads_q / c.heads_k;
+        huge = (int64_t)1 << (20 + fz_pick(&in, 9));   /* (B, Hq) slopes: B x Hq must stay below 2^62 */
+        c.q.shape[0] = c.out.shape[0] = 0;
+        c.q.shape[1] = c.out.shape[1] = huge * c.heads_k * group;
+        if (c.has_lse) { c.lse.shape[0] = c.q.shape[1]; c.lse.shape[1] = 0; }
+        if (c.has_slopes) { c.slopes.shape[c.slopes.rank - 1] = c.q.shape[1]; c.slopes.strides[c.slopes.rank - 1] = 0; }
+        if (c.has_slopes && c.slopes.rank == 2) { c.slopes.shape[0] = huge; c.slopes.strides[0] = 0; }
+        c.cu_q.shape[0] = c.cu_k.shape[0] = huge + 1;
+        c.cu_q.strides[0] = c.cu_k.strides[0] = 0;
+        if (c.has_dmask) { c.dmask.shape[0] = huge; c.dmask.shape[1] = c.q.shape[1]; c.dmask.shape[2] = 0; }
+#else
+        /* Huge but empty: 2^20..2^40 batches, no query rows. */
+        c.q.shape[0] = c.k.shape[0] = c.v.shape[0] = c.out.shape[0] = huge;
+        c.q.shape[1] = c.out.shape[1] = 0;
+        if (c.has_lse) { c.lse.shape[0] = huge; c.lse.shape[2] = 0; }
+        if (c.has_slopes && c.slopes.rank == 2) c.slopes.shape[0] = huge;
+        if (c.has_dmask) { c.dmask.shape[0] = huge; c.dmask.shape[2] = 0; }
+#endif
+        c.batch = 0;   /* the reference has nothing to check */
+    }
     /* A valid call whose outputs are all empty may skip some checks (header: it
      * returns ATTN_OK once its descriptors are checked), so the value-level
      * breaks above are only required to fail when there is work. */

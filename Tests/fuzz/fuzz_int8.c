@@ -107,6 +107,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static int8_call c;
     memset(&c, 0, sizeof c);
     fz_broken = "";
+    fz_no_reference = 0;
 
     c.prequantized = fz_chance(&in, 50);
     attn_dtype dtype = int8_value_dtypes[fz_pick(&in, 3)];

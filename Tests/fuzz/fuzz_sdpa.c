@@ -92,6 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static sdpa_call c;
     memset(&c, 0, sizeof c);
     fz_broken = "";
+    fz_no_reference = 0;
 
     attn_dtype dtype = fz_float_dtypes[fz_pick(&in, 4)];
     int r = c.rank = 2 + (int)fz_pick(&in, 4);
@@ -156,6 +157,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             c.mask.shape[c.mask.rank - 1] = c.seq_k + 2; fz_broken = "mask not broadcastable"; must_reject = 1;
         }
         break;
+    }
+    if (!must_reject && r >= 4 && fz_chance(&in, 8)) {
+        /* Huge but empty: 2^20..2^40 batches, no query rows. */
+        int64_t huge = fz_huge(&in);
+        fz_no_reference = 1;
+        fz_give_data_to_all();
+        c.q.shape[0] = c.k.shape[0] = c.v.shape[0] = c.out.shape[0] = huge;
+        c.q.shape[r - 2] = c.out.shape[r - 2] = 0;
+        if (c.has_mask && c.mask.rank == r && c.mask.shape[0] != 1) c.mask.shape[0] = huge;
+        if (c.has_mask && c.mask.rank >= 2 && c.mask.shape[c.mask.rank - 2] != 1) c.mask.shape[c.mask.rank - 2] = 0;
+        c.seq_q = 0;
     }
     FZ_RUN(&in, must_reject, call_sdpa(&c), check_reference(&c));
     fz_release_all();

@@ -4,6 +4,7 @@ numpy arrays in give numpy arrays out; torch CPU tensors in give torch tensors o
 """
 from . import _attnkit
 from ._random import manual_seed
+from .decode import flash_attn_with_kvcache, merge_attention_states
 from .eager import eager_bidirectional_attention, eager_causal_attention
 from .flash import (flash_attn_func, flash_attn_varlen_func, flash_bidirectional_attention, flash_causal_attention,
                     flash_attn_varlen_int8_func, int8_flash_attn_varlen_func)
@@ -52,6 +53,8 @@ __all__ = [
     "available_isas",
     "eager_bidirectional_attention",
     "eager_causal_attention",
+    "flash_attn_with_kvcache",
+    "merge_attention_states",
     "flash_attn_func",
     "flash_attn_varlen_func",
     "flash_attn_varlen_int8_func",

@@ -9,4 +9,5 @@ PYBIND11_MODULE(_attnkit, m) {
     attnkit_py::init_flash(m);
     attnkit_py::init_quantize(m);
     attnkit_py::init_int8_sdpa(m);
+    attnkit_py::init_decode(m);
 }

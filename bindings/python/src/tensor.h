@@ -43,5 +43,6 @@ void init_sdpa(py::module_ &m);
 void init_flash(py::module_ &m);
 void init_quantize(py::module_ &m);
 void init_int8_sdpa(py::module_ &m);
+void init_decode(py::module_ &m);
 
 }  // namespace attnkit_py
