@@ -39,7 +39,7 @@ enum DecodeAttention {
         // Keys per sequence, and the splits: fixed sizes, never the thread count.
         let keyCounts = (0..<plan.batch).map { plan.seqlens[$0] + plan.newTokens - plan.leftpad[$0] }
         var tasks: [DecodeTask] = []
-        var firstTask: [Int] = []   // per (sequence, KV head): its tasks are firstTask ..< firstTask + count
+        var firstTask: [Int] = []   // per sequence: its tasks are firstTask ..< firstTask + taskCounts
         var taskCounts: [Int] = []
         let windowLeft = AttentionOptions.boundedWindow(options.windowLeft)
         let windowRight = options.causal ? 0 : AttentionOptions.boundedWindow(options.windowRight)
@@ -53,21 +53,20 @@ enum DecodeAttention {
             if options.numSplits > 0 {
                 splitKeys = Swift.max(1, (span + options.numSplits - 1) / options.numSplits)
             } else {
-                splitKeys = rows <= 16 ? KVCacheAttention.automaticSplitKeys : Swift.max(span, 1)
+                splitKeys = rows * plan.keyHeads <= 64 ? KVCacheAttention.automaticSplitKeys : Swift.max(span, 1)
             }
             let splits = Swift.max(1, (span + splitKeys - 1) / splitKeys)
-            for kvHead in 0..<plan.keyHeads {
-                firstTask.append(tasks.count)
-                taskCounts.append(splits)
-                for split in 0..<splits {
-                    let start = low + split * splitKeys
-                    tasks.append(DecodeTask(sequence: b, keyHead: kvHead, keyStart: Swift.min(start, high),
-                                            keyEnd: Swift.min(start + splitKeys, high), partial: tasks.count))
-                }
+            firstTask.append(tasks.count)
+            taskCounts.append(splits)
+            for split in 0..<splits {
+                let start = low + split * splitKeys
+                tasks.append(DecodeTask(sequence: b, keyStart: Swift.min(start, high), keyEnd: Swift.min(start + splitKeys, high),
+                                        partial: tasks.count))
             }
         }
         let width = plan.valueDim + 2
-        let partials = try Workspace<Float>(count: try checkedProduct(tasks.count, rows, width, what: "the decode splits"))
+        let partials = try Workspace<Float>(count: try checkedProduct(tasks.count, plan.keyHeads, rows, width,
+                                                                      what: "the decode splits"))
         defer { partials.deallocate() }
 
         var pages: [Int] = [], pagesPerSequence = 0
@@ -84,15 +83,16 @@ enum DecodeAttention {
             softcap: attentionOptions.softcap)
         try KernelDispatch.runDecode(problem, tasks: tasks, partials: partials.pointer, threads: threads)
 
-        // Merge each (sequence, KV head)'s splits in split order, per query row.
+        // Merge each sequence's splits in split order, per (KV head, query row).
         let partialBase = UnsafePointer(partials.pointer)
-        let pairs = plan.batch * plan.keyHeads
-        parallelFor(count: pairs, threads: threads) { pair, _ in
+        let taskRows = plan.keyHeads * rows
+        parallelFor(count: plan.batch * plan.keyHeads, threads: threads) { pair, _ in
             let b = pair / plan.keyHeads, kvHead = pair % plan.keyHeads
             for r in 0..<rows {
                 let g = r / plan.queries, i = r % plan.queries, h = kvHead * group + g
                 let target = out.data + (b * out.strides[0] + i * out.strides[1] + h * out.strides[2])
-                let states = (0..<taskCounts[pair]).map { partialBase + ((firstTask[pair] + $0) * rows + r) * width }
+                let row = kvHead * rows + r
+                let states = (0..<taskCounts[b]).map { partialBase + ((firstTask[b] + $0) * taskRows + row) * width }
                 let logSumExp = AttentionStates.mergePartials(states, valueDim: plan.valueDim, into: target,
                                                               colStride: out.strides[3])
                 if let lse { lse.data[b * lse.strides[0] + h * lse.strides[1] + i * lse.strides[2]] = logSumExp }

@@ -55,13 +55,14 @@ package struct DecodeProblem<E> {
     }
 }
 
-/// One split of the keys of one (sequence, KV head): keys [keyStart, keyEnd)
-/// in valid space. Its partial result goes to block `partial` of the partial
-/// buffer: per query row, (running max m, sum l, Σ p·v over valueDim), fp32.
+/// One split of the keys of one sequence, for every KV head: keys [keyStart,
+/// keyEnd) in valid space. At one cache position the rows of all KV heads sit
+/// side by side (…, Hk, D), so a task streams memory in order instead of one
+/// row per 4 KiB page. Its partial result goes to block `partial` of the partial
+/// buffer: per KV head and query row, (running max m, sum l, Σ p·v over valueDim), fp32.
 package struct DecodeTask {
-    package let sequence, keyHead, keyStart, keyEnd, partial: Int
-    package init(sequence: Int, keyHead: Int, keyStart: Int, keyEnd: Int, partial: Int) {
-        self.sequence = sequence; self.keyHead = keyHead; self.keyStart = keyStart; self.keyEnd = keyEnd
-        self.partial = partial
+    package let sequence, keyStart, keyEnd, partial: Int
+    package init(sequence: Int, keyStart: Int, keyEnd: Int, partial: Int) {
+        self.sequence = sequence; self.keyStart = keyStart; self.keyEnd = keyEnd; self.partial = partial
     }
 }

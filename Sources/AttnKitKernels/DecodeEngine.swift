@@ -7,19 +7,23 @@ import AttnKitCore
 import _AttnKitShims
 
 /// Split-KV decoding (flash-decoding). Each task is one split of one
-/// (sequence, KV head): it streams that split's K and V rows once, from a
-/// contiguous or a paged cache, and scores them against every query row of the
-/// KV head's group at once, so GQA reads each row once per group. It leaves a
-/// partial online-softmax state per query row; the caller merges the splits.
+/// sequence's keys: it streams that split's K and V rows once, position by
+/// position (all KV heads of a position are adjacent in the cache), from a
+/// contiguous or a paged cache, and scores each KV head's row against every
+/// query row of its group, so GQA reads each row once. It leaves a partial
+/// online-softmax state per (KV head, query row); the caller merges the splits.
 package enum DecodeEngine {
     /// Keys scored before their values are accumulated: one rescale per block.
     static let blockKeys = 32
 
+    @_specialize(where E == Float)
+    @_specialize(where E == Float16)
+    @_specialize(where E == BFloat16)
     package static func run<E: AttnStorage>(_ problem: DecodeProblem<E>, tasks: [DecodeTask],
                                             partials: UnsafeMutablePointer<Float>, threads: Int) throws {
-        let rows = problem.rowsPerTask
-        let scores = try PerWorker<Float>(workers: Swift.max(1, Swift.min(threads, tasks.count)),
-                                          count: rows &* blockKeys)
+        let rows = problem.keyHeads &* problem.rowsPerTask
+        let workers = Swift.max(1, Swift.min(threads, tasks.count))
+        let scores = try PerWorker<Float>(workers: workers, count: rows &* blockKeys)
         defer { scores.deallocate() }
         tasks.withUnsafeBufferPointer { list in
             parallelFor(count: list.count, threads: threads) { index, worker in
@@ -28,93 +32,133 @@ package enum DecodeEngine {
         }
     }
 
-    /// The partial state of one task, per query row r: [m, l, acc[0 ..< valueDim]].
+    /// One task: every KV head of one split of one sequence. Its partial state,
+    /// per (KV head, query row) R = kvHead·rowsPerTask + r: [m, l, acc[0 ..< valueDim]].
     @inline(__always)
-    static func stride(_ problem: DecodeProblem<some Any>) -> Int { problem.valueDim &+ 2 }
-
-    static func runTask<E: AttnStorage>(_ p: DecodeProblem<E>, _ task: DecodeTask,
-                                        partials: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
-        let rows = p.rowsPerTask, width = p.valueDim &+ 2
+    static func runTask<E: AttnStorage>(_ p: DecodeProblem<E>, _ task: DecodeTask, partials: UnsafeMutablePointer<Float>,
+                                        scores: UnsafeMutablePointer<Float>) {
+        let rowsPerHead = p.rowsPerTask, rows = p.keyHeads &* rowsPerHead, width = p.valueDim &+ 2
         let state = partials + task.partial &* rows &* width
         for r in 0..<rows {
             let s = state + r &* width
             s[0] = -.infinity; s[1] = 0
             (s + 2).update(repeating: 0, count: p.valueDim)
         }
-        let queryBase = p.queries + (task.sequence &* p.keyHeads &+ task.keyHead) &* rows &* p.headDim
+        let queryBase = p.queries + task.sequence &* rows &* p.headDim
         let keyCount = p.keyCounts[task.sequence], queries = p.queriesPerSequence
         let diagonal = keyCount &- queries
         let leftpad = p.leftpad[task.sequence]
-        let keyColumn = p.keyStrides.3, valueColumn = p.valueStrides.3
+        let keyColumn = p.keyStrides.3, valueColumn = p.valueStrides.3, keyHeadStride = p.keyStrides.2
+        let valueHeadStride = p.valueStrides.2
+        let hasSlopes = !p.slopes.isEmpty, softcap = p.softcap
+        let windowLeft = p.windowLeft, windowRight = p.windowRight
         var blockStart = task.keyStart
         while blockStart < task.keyEnd {
             let count = Swift.min(blockKeys, task.keyEnd &- blockStart)
-            // Scores of the block: scores[r·blockKeys + jj], −inf where excluded.
+            // Scores of the block: scores[R·blockKeys + jj], −inf where excluded.
             for jj in 0..<count {
                 let key = blockStart &+ jj
-                let keyRow = p.keys + p.rowOffset(sequence: task.sequence, position: leftpad &+ key,
-                                                  head: task.keyHead, strides: p.keyStrides)
-                if jj &+ 8 < count {   // the row 8 keys ahead, while this one is scored
-                    attn_shim_prefetch_l2(UnsafeRawPointer(p.keys + p.rowOffset(
-                        sequence: task.sequence, position: leftpad &+ key &+ 8, head: task.keyHead, strides: p.keyStrides)))
-                }
-                for r in 0..<rows {
-                    let i = r % queries, g = r / queries
-                    var score = dot(queryBase + r &* p.headDim, keyRow, colStride: keyColumn, count: p.headDim)
-                    if p.softcap > 0 { score = p.softcap * tanhf(score / p.softcap) }
-                    let distance = i &+ diagonal &- key
-                    if !p.slopes.isEmpty {
-                        let slope = p.slopes[(task.sequence &* p.keyHeads &+ task.keyHead) &* p.group &+ g]
-                        score -= slope * Float(distance.magnitude)
+                let position = leftpad &+ key
+                let keyRows = p.keys + p.rowOffset(sequence: task.sequence, position: position, head: 0, strides: p.keyStrides)
+                for kvHead in 0..<p.keyHeads {
+                    let keyRow = keyRows + kvHead &* keyHeadStride
+                    let firstRow = kvHead &* rowsPerHead
+                    // Softcap, ALiBi, then the window: row r = g·queries + i of this head, key `key`.
+                    // (i, g) are counted, not divided out: an integer division per score cost more than the dot.
+                    @inline(__always) func store(_ raw: Float, _ r: Int, _ i: Int, _ g: Int) {
+                        var score = raw
+                        if softcap > 0 { score = softcap * tanhf(score / softcap) }
+                        let distance = i &+ diagonal &- key
+                        if hasSlopes {
+                            let slope = p.slopes[(task.sequence &* p.keyHeads &+ kvHead) &* p.group &+ g]
+                            score -= slope * Float(distance.magnitude)
+                        }
+                        // Excluded: key > i + diagonal + windowRight, or key < i + diagonal − windowLeft.
+                        if (windowRight >= 0 && -distance > windowRight) || (windowLeft >= 0 && distance > windowLeft) {
+                            score = -.infinity
+                        }
+                        scores[(firstRow &+ r) &* blockKeys &+ jj] = score
                     }
-                    // Excluded: key > i + diagonal + windowRight, or key < i + diagonal − windowLeft.
-                    if (p.windowRight >= 0 && -distance > p.windowRight) || (p.windowLeft >= 0 && distance > p.windowLeft) {
-                        score = -.infinity
+                    var r = 0, i = 0, g = 0
+                    @inline(__always) func next() { r &+= 1; i &+= 1; if i == queries { i = 0; g &+= 1 } }
+                    while r &+ 4 <= rowsPerHead {   // four query rows share each loaded K chunk
+                        let s = dot4(queryBase + (firstRow &+ r) &* p.headDim, rowStride: p.headDim, keyRow,
+                                     colStride: keyColumn, count: p.headDim)
+                        store(s[0], r, i, g); next()
+                        store(s[1], r, i, g); next()
+                        store(s[2], r, i, g); next()
+                        store(s[3], r, i, g); next()
                     }
-                    scores[r &* blockKeys &+ jj] = score
+                    while r < rowsPerHead {
+                        store(dot(queryBase + (firstRow &+ r) &* p.headDim, keyRow, colStride: keyColumn, count: p.headDim),
+                              r, i, g)
+                        next()
+                    }
                 }
             }
             // Online softmax per row: m is the running max, l the running sum of
             // e^(s − m); a larger max rescales l and the accumulator by e^(m_old − m_new).
+            // The block's scores past `count` are −inf, so whole vectors can be used.
+            let chunks = (count &+ 15) >> 4
             for r in 0..<rows {
                 let s = state + r &* width, row = scores + r &* blockKeys
-                var blockMax = -Float.infinity
-                var sawNaN = false
-                for jj in 0..<count {
-                    let v = row[jj]
-                    if v.isNaN { sawNaN = true }
-                    blockMax = Swift.max(blockMax, v)
+                for jj in count..<(chunks &* 16) { row[jj] = -.infinity }
+                var top = SIMD16<Float>(repeating: -.infinity)
+                var nan = SIMDMask<SIMD16<Int32>>()
+                for chunk in 0..<chunks {
+                    let x = load16(row + chunk &* 16)
+                    nan .|= x .!= x
+                    top.replace(with: x, where: x .> top)   // a compare and a blend (pointwiseMax is per lane)
                 }
-                if sawNaN { blockMax = .nan }
+                var blockMax = top.max()
+                if any(nan) { blockMax = .nan }
                 if blockMax == -.infinity {   // nothing allowed in this block for this row
                     for jj in 0..<count { row[jj] = 0 }
                     continue
                 }
                 let newMax = s[0].isNaN || blockMax.isNaN ? Float.nan : Swift.max(s[0], blockMax)
-                let rescale = s[0] == -.infinity ? 0 : expf(s[0] - newMax)
-                var sum: Float = 0
-                for jj in 0..<count {
-                    let weight = row[jj] == -.infinity ? 0 : expf(row[jj] - newMax)
-                    row[jj] = weight
-                    sum += weight
+                let rescale = s[0] == -.infinity ? 0 : (s[0] == newMax ? 1 : expf(s[0] - newMax))
+                let shift = SIMD16<Float>(repeating: newMax)
+                var sums = SIMD16<Float>()
+                for chunk in 0..<chunks {
+                    let weights = softmaxExp(load16(row + chunk &* 16) - shift)
+                    store16(weights, row + chunk &* 16)
+                    sums += weights
                 }
                 s[0] = newMax
-                s[1] = s[1] * rescale + sum
+                s[1] = s[1] * rescale + horizontalSum(sums)
                 if rescale != 1 { scale(s + 2, by: rescale, count: p.valueDim) }
             }
-            // acc[r] += Σ_jj p[r][jj]·V[jj]
+            // acc[R] += Σ_jj p[R][jj]·V[jj] of R's KV head, position by position, so V
+            // streams in cache order as K did (both are sequential for the hardware
+            // prefetchers); each loaded V slice serves four rows.
             for jj in 0..<count {
-                let key = blockStart &+ jj
-                let valueRow = p.values + p.rowOffset(sequence: task.sequence, position: leftpad &+ key,
-                                                      head: task.keyHead, strides: p.valueStrides)
-                for r in 0..<rows {
-                    let weight = scores[r &* blockKeys &+ jj]
-                    if weight == 0 { continue }
-                    accumulate(state + r &* width + 2, weight: weight, valueRow, colStride: valueColumn, count: p.valueDim)
+                let valueRows = p.values + p.rowOffset(sequence: task.sequence, position: leftpad &+ blockStart &+ jj,
+                                                       head: 0, strides: p.valueStrides)
+                for kvHead in 0..<p.keyHeads {
+                    let firstRow = kvHead &* rowsPerHead
+                    var r = 0
+                    while r < rowsPerHead {
+                        let rowCount = Swift.min(4, rowsPerHead &- r)
+                        accumulateRows(state + (firstRow &+ r) &* width + 2, rowStride: width, rows: rowCount,
+                                       weights: scores + ((firstRow &+ r) &* blockKeys &+ jj),
+                                       value: valueRows + kvHead &* valueHeadStride, colStride: valueColumn,
+                                       count: p.valueDim)
+                        r &+= rowCount
+                    }
                 }
             }
             blockStart &+= count
         }
+    }
+
+    /// Asks for the cache lines of `elements` elements from `start` to come into L2.
+    @inline(__always)
+    static func prefetch<E>(_ start: UnsafePointer<E>, elements: Int) {
+        let bytes = elements &* MemoryLayout<E>.stride
+        let base = UnsafeRawPointer(start)
+        var offset = 0
+        while offset < bytes { attn_shim_prefetch_l2(base + offset); offset &+= 64 }
     }
 
     /// Σ_d q[d]·k[d], the query in fp32, the key row in the cache dtype.
@@ -125,31 +169,90 @@ package enum DecodeEngine {
         while d &+ 32 <= count {
             acc0 = multiplyAdd(load16(q + d), FlashEngine.loadRow16(k + d &* colStride, colStride: colStride, count: 16), acc0)
             acc1 = multiplyAdd(load16(q + (d &+ 16)), FlashEngine.loadRow16(k + (d &+ 16) &* colStride, colStride: colStride,
-                                                                          count: 16), acc1)
+                                                                            count: 16), acc1)
             d &+= 32
         }
         while d < count {
             let n = Swift.min(16, count &- d)
-            var qv = SIMD16<Float>()
-            for lane in 0..<n { qv[lane] = q[d &+ lane] }
-            acc0 = multiplyAdd(qv, FlashEngine.loadRow16(k + d &* colStride, colStride: colStride, count: n), acc0)
+            acc0 = multiplyAdd(partialLoad(q + d, n), FlashEngine.loadRow16(k + d &* colStride, colStride: colStride, count: n),
+                               acc0)
             d &+= n
         }
-        return (acc0 + acc1).sum()
+        return horizontalSum(acc0 + acc1)
     }
 
-    /// acc[e] += weight·v[e].
+    /// The dots of four query rows (`rowStride` apart) with one key row, each K chunk loaded once.
     @inline(__always)
-    static func accumulate<E: AttnStorage>(_ acc: UnsafeMutablePointer<Float>, weight: Float, _ v: UnsafePointer<E>,
-                                           colStride: Int, count: Int) {
-        let w = SIMD16<Float>(repeating: weight)
+    static func dot4<E: AttnStorage>(_ q: UnsafePointer<Float>, rowStride: Int, _ k: UnsafePointer<E>, colStride: Int,
+                                     count: Int) -> SIMD4<Float> {
+        var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+        let q1 = q + rowStride, q2 = q1 + rowStride, q3 = q2 + rowStride
+        var d = 0
+        while d &+ 16 <= count {
+            let kv = FlashEngine.loadRow16(k + d &* colStride, colStride: colStride, count: 16)
+            a0 = multiplyAdd(load16(q + d), kv, a0); a1 = multiplyAdd(load16(q1 + d), kv, a1)
+            a2 = multiplyAdd(load16(q2 + d), kv, a2); a3 = multiplyAdd(load16(q3 + d), kv, a3)
+            d &+= 16
+        }
+        if d < count {
+            let n = count &- d
+            let kv = FlashEngine.loadRow16(k + d &* colStride, colStride: colStride, count: n)
+            a0 = multiplyAdd(partialLoad(q + d, n), kv, a0); a1 = multiplyAdd(partialLoad(q1 + d, n), kv, a1)
+            a2 = multiplyAdd(partialLoad(q2 + d, n), kv, a2); a3 = multiplyAdd(partialLoad(q3 + d, n), kv, a3)
+        }
+        // Reduce the four vectors together by halvings, pairing lanes: a vector add per
+        // step for all four rows instead of a lane-by-lane sum each (SIMD16.sum() adds
+        // the lanes one by one, in order: 15 dependent adds).
+        let t0 = SIMD16(lowHalf: a0.lowHalf + a0.highHalf, highHalf: a1.lowHalf + a1.highHalf)
+        let t1 = SIMD16(lowHalf: a2.lowHalf + a2.highHalf, highHalf: a3.lowHalf + a3.highHalf)
+        let u = SIMD16(lowHalf: t0.evenHalf + t0.oddHalf, highHalf: t1.evenHalf + t1.oddHalf)   // 4 lanes per row
+        let w = u.evenHalf + u.oddHalf                                                          // 2 lanes per row
+        return w.evenHalf + w.oddHalf
+    }
+
+    /// Σ of the lanes as a tree of halvings (SIMD16.sum() adds the lanes one by one, in order).
+    @inline(__always)
+    static func horizontalSum(_ v: SIMD16<Float>) -> Float {
+        let eight = v.lowHalf + v.highHalf, four = eight.lowHalf + eight.highHalf, two = four.lowHalf + four.highHalf
+        return two[0] + two[1]
+    }
+
+    /// `count` (< 16) floats, zero past them: no load reaches past a row.
+    @inline(__always)
+    static func partialLoad(_ p: UnsafePointer<Float>, _ count: Int) -> SIMD16<Float> {
+        var v = SIMD16<Float>()
+        for lane in 0..<count { v[lane] = p[lane] }
+        return v
+    }
+
+    /// acc[t][e] += weights[t·blockKeys]·value[e] for t < rows (1...4). A zero weight
+    /// skips its row, so an excluded key's NaN or Inf value never reaches it.
+    @inline(__always)
+    static func accumulateRows<E: AttnStorage>(_ acc: UnsafeMutablePointer<Float>, rowStride: Int, rows: Int,
+                                               weights: UnsafePointer<Float>, value: UnsafePointer<E>, colStride: Int,
+                                               count: Int) {
+        let x0 = weights[0], x1 = rows > 1 ? weights[blockKeys] : 0
+        let x2 = rows > 2 ? weights[2 &* blockKeys] : 0, x3 = rows > 3 ? weights[3 &* blockKeys] : 0
+        if x0 == 0 && x1 == 0 && x2 == 0 && x3 == 0 { return }
+        let w0 = SIMD16(repeating: x0), w1 = SIMD16(repeating: x1), w2 = SIMD16(repeating: x2), w3 = SIMD16(repeating: x3)
+        let acc1 = acc + rowStride, acc2 = acc1 + rowStride, acc3 = acc2 + rowStride
         var e = 0
         while e &+ 16 <= count {
-            store16(multiplyAdd(w, FlashEngine.loadRow16(v + e &* colStride, colStride: colStride, count: 16), load16(acc + e)),
-                    acc + e)
+            let v = FlashEngine.loadRow16(value + e &* colStride, colStride: colStride, count: 16)
+            if x0 != 0 { store16(multiplyAdd(w0, v, load16(acc + e)), acc + e) }
+            if x1 != 0 { store16(multiplyAdd(w1, v, load16(acc1 + e)), acc1 + e) }
+            if x2 != 0 { store16(multiplyAdd(w2, v, load16(acc2 + e)), acc2 + e) }
+            if x3 != 0 { store16(multiplyAdd(w3, v, load16(acc3 + e)), acc3 + e) }
             e &+= 16
         }
-        while e < count { acc[e] += weight * E.toFloat(v[e &* colStride]); e &+= 1 }
+        while e < count {
+            let x = E.toFloat(value[e &* colStride])
+            if x0 != 0 { acc[e] += x0 * x }
+            if x1 != 0 { acc1[e] += x1 * x }
+            if x2 != 0 { acc2[e] += x2 * x }
+            if x3 != 0 { acc3[e] += x3 * x }
+            e &+= 1
+        }
     }
 
     @inline(__always)
