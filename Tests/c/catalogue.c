@@ -16,7 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { GUARD = 64, MAX_ARGS = 12, BUFFER_FLOATS = 4096 };
+enum { GUARD = 64, MAX_ARGS = 16, BUFFER_FLOATS = 4096 };
 
 /* One buffer per argument slot: GUARD canary bytes, the data, GUARD canary bytes. */
 static unsigned char *slots[MAX_ARGS];
@@ -90,6 +90,7 @@ typedef struct {
     attn_sdpa_params sdpa;
     attn_flash_params flash;
     attn_int8_sdpa_params int8;
+    attn_kvcache_params kvcache;
     int params_null;
     int32_t num_bits;
     double scale, zero_point;
@@ -121,6 +122,12 @@ static attn_status run(call *c) {
     if (!strcmp(e, "varlen_int8"))
         return attn_flash_varlen_int8_forward(fp, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4), arg(c, 5),
                                               arg(c, 6), arg(c, 7), arg(c, 8), arg(c, 9));
+    if (!strcmp(e, "kvcache"))
+        return attn_flash_kvcache_forward(c->params_null ? NULL : &c->kvcache, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3),
+                                          arg(c, 4), arg(c, 5), arg(c, 6), arg(c, 7), arg(c, 8), arg(c, 9), arg(c, 10),
+                                          arg(c, 11), arg(c, 12), arg(c, 13));
+    if (!strcmp(e, "merge"))
+        return attn_merge_attention_states(arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4), arg(c, 5));
     if (!strcmp(e, "quantize"))
         return attn_quantize_per_tensor(arg(c, 0), c->num_bits, arg(c, 1), c->params_null ? NULL : &c->scale,
                                         c->params_null ? NULL : &c->zero_point);
@@ -204,6 +211,34 @@ static call baseline(const char *entry) {
         absent(&c, "alibi_slopes");
         add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 3, packed), 1, 1);
         add(&c, "softmax_lse", contiguous(5, ATTN_DTYPE_F32, 2, lse_v), 0, 1);
+    } else if (!strcmp(entry, "kvcache")) {
+        /* B 2, two queries, Hq 2 over Hk 1, D 4; caches of 4 positions; one new token each. */
+        const int64_t q_shape[4] = {2, 2, 2, 4}, cache[4] = {2, 4, 1, 4}, new_kv[4] = {2, 1, 1, 4}, b[1] = {2};
+        const int64_t lse_shape[3] = {2, 2, 2};
+        c.kvcache = (attn_kvcache_params){sizeof(attn_kvcache_params), 1, 0, 1, 0.0, -1, -1, 0.0, 0, 0};
+        add(&c, "q", contiguous(0, ATTN_DTYPE_F32, 4, q_shape), 1, 0);
+        add(&c, "k_cache", contiguous(1, ATTN_DTYPE_F32, 4, cache), 1, 1);
+        add(&c, "v_cache", contiguous(2, ATTN_DTYPE_F32, 4, cache), 1, 1);
+        add(&c, "k", contiguous(3, ATTN_DTYPE_F32, 4, new_kv), 0, 0);
+        add(&c, "v", contiguous(10, ATTN_DTYPE_F32, 4, new_kv), 0, 0);
+        absent(&c, "rotary_cos");
+        absent(&c, "rotary_sin");
+        add(&c, "cache_seqlens", contiguous(6, ATTN_DTYPE_I32, 1, b), 1, 0);
+        fill_index(6, 1, 2, 0);
+        absent(&c, "cache_batch_idx");
+        absent(&c, "cache_leftpad");
+        absent(&c, "block_table");
+        absent(&c, "alibi_slopes");
+        add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 4, q_shape), 1, 1);
+        add(&c, "softmax_lse", contiguous(5, ATTN_DTYPE_F32, 3, lse_shape), 0, 1);
+    } else if (!strcmp(entry, "merge")) {
+        const int64_t out_shape[3] = {2, 3, 4}, lse_shape[2] = {3, 2};
+        add(&c, "out_a", contiguous(0, ATTN_DTYPE_F32, 3, out_shape), 1, 0);
+        add(&c, "lse_a", contiguous(1, ATTN_DTYPE_F32, 2, lse_shape), 1, 0);
+        add(&c, "out_b", contiguous(2, ATTN_DTYPE_F32, 3, out_shape), 1, 0);
+        add(&c, "lse_b", contiguous(3, ATTN_DTYPE_F32, 2, lse_shape), 1, 0);
+        add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 3, out_shape), 1, 1);
+        add(&c, "lse", contiguous(5, ATTN_DTYPE_F32, 2, lse_shape), 0, 1);
     } else if (!strcmp(entry, "quantize")) {
         add(&c, "x", contiguous(0, ATTN_DTYPE_F32, 2, flat), 1, 0);
         add(&c, "q", contiguous(1, ATTN_DTYPE_U8, 2, flat), 1, 1);
@@ -413,6 +448,43 @@ static void param_cases(void) {
     c = baseline("varlen_int8"); c.tensors[2].shape[2] = 3; c.tensors[2].strides[0] = 6; c.tensors[2].strides[1] = 3;
     expect("k_int8 head dim", c, ATTN_ERR_SHAPE, "k_int8.shape[2]");
     c = baseline("varlen_int8"); c.flash.dropout_p = 0.1; expect("dropout on int8", c, ATTN_ERR_INVALID_ARGUMENT, "dropout_p");
+    /* Decoding with a KV cache: every rule checked before the first byte is appended. */
+    c = baseline("kvcache"); expect("valid call", c, ATTN_OK, NULL);
+    c = baseline("kvcache"); c.params_null = 1; expect("params NULL", c, ATTN_ERR_NULL_POINTER, "params");
+    c = baseline("kvcache"); c.kvcache.struct_size = 0xFFFFFFFFu; expect("struct_size max", c, ATTN_ERR_STRUCT_SIZE, "struct_size");
+    c = baseline("kvcache"); c.kvcache.reserved = 3; expect("reserved 3", c, ATTN_ERR_INVALID_ARGUMENT, "reserved");
+    c = baseline("kvcache"); c.kvcache.rotary_interleaved = 2; expect("rotary_interleaved 2", c, ATTN_ERR_INVALID_ARGUMENT, "rotary_interleaved");
+    c = baseline("kvcache"); c.kvcache.num_splits = -1; expect("num_splits -1", c, ATTN_ERR_INVALID_ARGUMENT, "num_splits");
+    c = baseline("kvcache"); c.kvcache.window_left = -2; expect("window -2", c, ATTN_ERR_INVALID_ARGUMENT, "window_size");
+    c = baseline("kvcache"); c.kvcache.softcap = NAN; expect("softcap NaN", c, ATTN_ERR_INVALID_ARGUMENT, "softcap");
+    c = baseline("kvcache"); c.kvcache.has_scale = 1; c.kvcache.softmax_scale = INFINITY;
+    expect("scale inf", c, ATTN_ERR_INVALID_ARGUMENT, "softmax_scale");
+    c = baseline("kvcache"); fill_index(6, 4, 0, 0); expect("cache full", c, ATTN_ERR_INVALID_ARGUMENT, "cache_seqlens");
+    c = baseline("kvcache"); fill_index(6, -1, 0, 0); expect("cache_seqlens -1", c, ATTN_ERR_INVALID_ARGUMENT, "cache_seqlens");
+    c = baseline("kvcache"); c.present[4] = 0; expect("k without v", c, ATTN_ERR_INVALID_ARGUMENT, "v");
+    c = baseline("kvcache"); c.tensors[3].dtype = ATTN_DTYPE_F16; expect("k dtype", c, ATTN_ERR_DTYPE, "k.dtype");
+    c = baseline("kvcache"); c.tensors[1].dtype = ATTN_DTYPE_F64; c.tensors[2].dtype = ATTN_DTYPE_F64;
+    expect("cache f64", c, ATTN_ERR_DTYPE, "k_cache");
+    c = baseline("kvcache"); c.tensors[1].shape[2] = 3; c.tensors[2].shape[2] = 3;
+    expect("Hk not dividing Hq", c, ATTN_ERR_SHAPE, "k_cache.shape[2]");
+    c = baseline("kvcache"); c.tensors[8] = contiguous(7, ATTN_DTYPE_I32, 1, (int64_t[]){2}); c.present[8] = 1;
+    fill_index(7, 0, 5, 0); expect("cache_batch_idx out of range", c, ATTN_ERR_INVALID_ARGUMENT, "cache_batch_idx");
+    c = baseline("kvcache"); c.tensors[9] = contiguous(7, ATTN_DTYPE_I32, 1, (int64_t[]){2}); c.present[9] = 1;
+    fill_index(7, 0, 3, 0); expect("cache_leftpad past cache_seqlens", c, ATTN_ERR_INVALID_ARGUMENT, "cache_leftpad");
+    c = baseline("kvcache"); c.tensors[10] = contiguous(7, ATTN_DTYPE_I32, 2, (int64_t[]){2, 2}); c.present[10] = 1;
+    fill_index(7, 9, 0, 1); expect("block_table entry out of range", c, ATTN_ERR_INVALID_ARGUMENT, "block_table");
+    c = baseline("kvcache"); c.tensors[10] = contiguous(7, ATTN_DTYPE_I32, 2, (int64_t[]){2, 1}); c.present[10] = 1;
+    c.tensors[1].shape[1] = 2; c.tensors[2].shape[1] = 2; fill_index(7, 0, 1, 0); fill_index(6, 2, 1, 0);
+    expect("block_table too short", c, ATTN_ERR_INVALID_ARGUMENT, "cache_seqlens");
+    c = baseline("kvcache"); c.tensors[5] = contiguous(8, ATTN_DTYPE_F32, 2, (int64_t[]){2, 2}); c.present[5] = 1;
+    c.tensors[6] = contiguous(9, ATTN_DTYPE_F32, 2, (int64_t[]){2, 2}); c.present[6] = 1;
+    expect("rotary table too short", c, ATTN_ERR_SHAPE, "rotary_cos");
+    c = baseline("kvcache"); c.tensors[5] = contiguous(8, ATTN_DTYPE_F32, 2, (int64_t[]){8, 2}); c.present[5] = 1;
+    expect("rotary_cos without rotary_sin", c, ATTN_ERR_INVALID_ARGUMENT, "rotary_sin");
+    c = baseline("merge"); expect("valid call", c, ATTN_OK, NULL);
+    c = baseline("merge"); c.tensors[1].shape[1] = 3; expect("lse_a shape", c, ATTN_ERR_SHAPE, "lse_a");
+    c = baseline("merge"); c.tensors[2].dtype = ATTN_DTYPE_F64; expect("out_b dtype", c, ATTN_ERR_DTYPE, "out_b");
+    c = baseline("merge"); c.tensors[3].dtype = ATTN_DTYPE_F16; expect("lse_b f16", c, ATTN_ERR_DTYPE, "lse_b");
     c = baseline("quantize"); c.num_bits = 1; expect("num_bits 1", c, ATTN_ERR_INVALID_ARGUMENT, "num_bits");
     c = baseline("quantize"); c.num_bits = 9; expect("num_bits 9", c, ATTN_ERR_INVALID_ARGUMENT, "num_bits");
     c = baseline("quantize"); c.params_null = 1; expect("scale NULL", c, ATTN_ERR_NULL_POINTER, "scale");
@@ -508,14 +580,14 @@ static void positive_controls(void) {
 int main(void) {
     fill_slots();
     const char *entries[] = {"eager", "sdpa", "int8_sdpa", "flash", "flash_probs", "varlen", "varlen_probs",
-                             "varlen_int8", "quantize", "dequantize"};
+                             "varlen_int8", "quantize", "dequantize", "kvcache", "merge"};
     /* Each baseline must be valid: the mutations below then break one thing each. */
-    for (int e = 0; e < 10; e++) {
+    for (int e = 0; e < 12; e++) {
         call c = baseline(entries[e]);
         if (!strcmp(entries[e], "flash_probs") || !strcmp(entries[e], "varlen_probs")) c.flash.dropout_p = 0.25;
         expect("baseline", c, ATTN_OK, NULL);
     }
-    for (int e = 0; e < 10; e++) tensor_cases(entries[e]);
+    for (int e = 0; e < 12; e++) tensor_cases(entries[e]);
     param_cases();
     positive_controls();
     printf("catalogue: %d passed, %d failed\n", cases - failed, failed);

@@ -169,6 +169,9 @@ static inline double fz_value(fz_input *in, int specials) {
 
 enum fz_layout { FZ_CONTIGUOUS, FZ_PADDED, FZ_REVERSED, FZ_BROADCAST, FZ_PERMUTED, FZ_LAYOUTS };
 
+/* Set while making tensors whose entries must differ (index tensors): no broadcast layout. */
+static int fz_no_broadcast;
+
 /* Strides for `layout`; the broadcast layout is only used for inputs. */
 static inline void fz_strides(fz_input *in, int rank, const int64_t *shape, int layout, int64_t *strides) {
     int order[ATTN_MAX_RANK];
@@ -204,7 +207,7 @@ static inline void fz_make(fz_input *in, attn_tensor *t, const char *name, attn_
     t->rank = rank;
     int layout = (int)fz_pick(in, FZ_LAYOUTS + 3); /* contiguous most often */
     if (layout >= FZ_LAYOUTS) layout = FZ_CONTIGUOUS;
-    if (is_output && layout == FZ_BROADCAST) layout = FZ_CONTIGUOUS;
+    if ((is_output || fz_no_broadcast) && layout == FZ_BROADCAST) layout = FZ_CONTIGUOUS;
     for (int a = 0; a < rank; a++) t->shape[a] = shape[a];
     fz_strides(in, rank, shape, layout, t->strides);
     int64_t low = 0, high = 0, elements = 1;
@@ -234,6 +237,15 @@ static inline void fz_make(fz_input *in, attn_tensor *t, const char *name, attn_
         do fz_store(fz_at(t, index), dtype, fz_is_float(dtype) ? fz_value(in, specials) : 0);
         while (fz_advance(t, index));
     }
+}
+
+/* fz_make for index tensors (cu_seqlens, cache_seqlens, block_table, ...): any
+ * layout but broadcast, whose entries would all be one value. */
+static inline void fz_make_index(fz_input *in, attn_tensor *t, const char *name, attn_dtype dtype, int rank,
+                                 const int64_t *shape) {
+    fz_no_broadcast = 1;
+    fz_make(in, t, name, dtype, rank, shape, 0, 0);
+    fz_no_broadcast = 0;
 }
 
 /* Overwrites the elements of `t` (made by fz_make) with the values of `value(index)`. */

@@ -171,11 +171,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #ifdef FZ_VARLEN
     attn_dtype index_dtype = fz_chance(&in, 50) ? ATTN_DTYPE_I32 : ATTN_DTYPE_I64;
     int64_t cu_shape[1] = {c.batch + 1};
-    fz_make(&in, &c.cu_q, "cu_seqlens_q", index_dtype, 1, cu_shape, 0, 0);
-    fz_make(&in, &c.cu_k, "cu_seqlens_k", index_dtype, 1, cu_shape, 0, 0);
-    /* Broadcast layouts would repeat one offset: give index tensors real strides. */
-    if (c.cu_q.strides[0] == 0) c.cu_q.strides[0] = 1;
-    if (c.cu_k.strides[0] == 0) c.cu_k.strides[0] = 1;
+    fz_make_index(&in, &c.cu_q, "cu_seqlens_q", index_dtype, 1, cu_shape);
+    fz_make_index(&in, &c.cu_k, "cu_seqlens_k", index_dtype, 1, cu_shape);
     FZ_FILL(&c.cu_q, (double)(index[0] == c.batch ? total_q : c.start_q[index[0]]));
     FZ_FILL(&c.cu_k, (double)(index[0] == c.batch ? total_k : c.start_k[index[0]]));
 #endif

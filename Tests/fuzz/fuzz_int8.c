@@ -144,10 +144,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int64_t ls[2] = {c.heads_q, c.total_q};
         if (c.has_lse) fz_make(&in, &c.lse, "softmax_lse", ATTN_DTYPE_F32, 2, ls, 1, 0);
         attn_dtype index_dtype = fz_chance(&in, 50) ? ATTN_DTYPE_I32 : ATTN_DTYPE_I64;
-        fz_make(&in, &c.cu_q, "cu_seqlens_q", index_dtype, 1, cu, 0, 0);
-        fz_make(&in, &c.cu_k, "cu_seqlens_k", index_dtype, 1, cu, 0, 0);
-        if (c.cu_q.strides[0] == 0) c.cu_q.strides[0] = 1;
-        if (c.cu_k.strides[0] == 0) c.cu_k.strides[0] = 1;
+        fz_make_index(&in, &c.cu_q, "cu_seqlens_q", index_dtype, 1, cu);
+        fz_make_index(&in, &c.cu_k, "cu_seqlens_k", index_dtype, 1, cu);
         FZ_FILL(&c.cu_q, (double)(index[0] == c.batch ? c.total_q : c.start_q[index[0]]));
         FZ_FILL(&c.cu_k, (double)(index[0] == c.batch ? c.total_k : c.start_k[index[0]]));
         c.flash.struct_size = sizeof c.flash;
