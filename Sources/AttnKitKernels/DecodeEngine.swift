@@ -110,7 +110,7 @@ package enum DecodeEngine {
                     nan .|= x .!= x
                     top.replace(with: x, where: x .> top)   // a compare and a blend (pointwiseMax is per lane)
                 }
-                var blockMax = top.max()
+                var blockMax = laneMax(top)
                 if any(nan) { blockMax = .nan }
                 if blockMax == -.infinity {   // nothing allowed in this block for this row
                     for jj in 0..<count { row[jj] = 0 }

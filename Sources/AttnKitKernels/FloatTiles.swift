@@ -212,7 +212,7 @@ extension FlashEngine {
             largest = lanewiseMax(largest, magnitude)
             index += 16
         }
-        var result = largest.max()
+        var result = laneMax(largest)
         while index < count {
             if !values[index].isFinite { return .infinity }
             result = Swift.max(result, abs(values[index]))

@@ -46,7 +46,7 @@ public enum Int8Quantizer {
         #if ATTNKIT_AVX512
         return _mm512_reduce_max_ps(largest)
         #else
-        return largest.max()
+        return laneMax(largest)
         #endif
     }
 

@@ -161,3 +161,34 @@ public func fastTanh(_ x: SIMD16<Float>) -> SIMD16<Float> {
     result.replace(with: x, where: x .!= x)
     return result
 }
+
+// Reductions compiled in this tier. The standard library's SIMD reductions
+// (sum(), max()) are generic: every tier emits a specialization of them under
+// the same shared symbol, and a plain `swift build` links one copy for all
+// tiers (the CMake build keeps each tier's own; cmake/LocalizeKernelTier.cmake),
+// so an AVX2 CPU could run an AVX-512 copy. These are ordinary functions of the
+// tier, with the same arithmetic: lanes in order.
+
+/// Σ of the lanes in lane order, as SIMD16.sum().
+@inline(__always)
+func laneSum(_ v: SIMD16<Float>) -> Float {
+    var total: Float = 0
+    for lane in 0..<16 { total += v[lane] }
+    return total
+}
+
+/// Σ of the lanes in lane order, as SIMD8.sum().
+@inline(__always)
+func laneSum(_ v: SIMD8<Float>) -> Float {
+    var total: Float = 0
+    for lane in 0..<8 { total += v[lane] }
+    return total
+}
+
+/// The largest lane (NaN lanes are the callers' to detect; they check separately).
+@inline(__always)
+func laneMax(_ v: SIMD16<Float>) -> Float {
+    var largest = v[0]
+    for lane in 1..<16 where v[lane] > largest { largest = v[lane] }
+    return largest
+}

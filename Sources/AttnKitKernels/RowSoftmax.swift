@@ -26,7 +26,7 @@ public enum RowSoftmax {
         var j = 0
         while j < vectorEnd { maxVector = lanewiseMax(maxVector, load16(row + j)); j += 16 }
         if j < count { maxVector = lanewiseMax(maxVector, loadPartial(row + j, count: count - j, fill: -.infinity)) }
-        let rowMax = SIMD16<Float>(repeating: maxVector.max())
+        let rowMax = SIMD16<Float>(repeating: laneMax(maxVector))
         var sumVector = SIMD16<Float>()
         j = 0
         while j < vectorEnd {
@@ -40,7 +40,7 @@ public enum RowSoftmax {
             storePartial(e, row + j, count: count - j)
             sumVector += e
         }
-        let inverse = SIMD16<Float>(repeating: 1 / sumVector.sum())
+        let inverse = SIMD16<Float>(repeating: 1 / laneSum(sumVector))
         j = 0
         while j < vectorEnd { store16(load16(row + j) * inverse, row + j); j += 16 }
         while j < count { row[j] *= inverse[0]; j += 1 }

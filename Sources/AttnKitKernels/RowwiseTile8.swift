@@ -25,7 +25,7 @@ extension FlashEngine {
                     a2 = multiplyAdd8(qv, load8(k2 + d), a2); a3 = multiplyAdd8(qv, load8(k3 + d), a3)
                     d += 8
                 }
-                var s0 = a0.sum(), s1 = a1.sum(), s2 = a2.sum(), s3 = a3.sum()
+                var s0 = laneSum(a0), s1 = laneSum(a1), s2 = laneSum(a2), s3 = laneSum(a3)
                 while d < dim {
                     s0 += q[d] * k0[d]; s1 += q[d] * k1[d]; s2 += q[d] * k2[d]; s3 += q[d] * k3[d]
                     d += 1
@@ -39,7 +39,7 @@ extension FlashEngine {
                 var a0 = SIMD8<Float>()
                 var d = 0
                 while d < vectorDim { a0 = multiplyAdd8(load8(q + d), load8(k0 + d), a0); d += 8 }
-                var s0 = a0.sum()
+                var s0 = laneSum(a0)
                 while d < dim { s0 += q[d] * k0[d]; d += 1 }
                 scores[key &* rowsPerTask &+ row] = s0
                 key += 1
