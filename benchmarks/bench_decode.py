@@ -1,7 +1,7 @@
 """Decoding: one query token per sequence against a long KV cache, through flash_attn_with_kvcache,
 against torch SDPA on the same cache (concatenated, enable_gqa=True; padded with a key mask for
 mixed lengths), side by side in one run. Every row reports the KV bytes read per second (K and V
-once each, the bytes of the cache's dtype) and, as the ceiling, the machine's single-pass read
+once each, the bytes of the cache's dtype; int8 rows compare with torch on the fp32 cache) and, as the ceiling, the machine's single-pass read
 bandwidth over a buffer of the same size, measured in the same run (a torch sum on as many threads
 as attnkit uses)."""
 import os
@@ -24,6 +24,12 @@ def read_bandwidth(nbytes, repeats):
     return nbytes / ms / 1e6
 
 
+def quantize_rows(x):
+    """An int8 cache: symmetric levels per (position, head) row and their fp32 scales."""
+    scale = (x.abs().amax(-1) / 127).clamp_min(1e-30)
+    return torch.round(x / scale[..., None]).clamp(-127, 127).to(torch.int8), scale
+
+
 def single_rows(lengths, dtypes, repeats, heads=32, kv_heads=8, dim=128):
     rows = []
     for keys in lengths:
@@ -32,21 +38,27 @@ def single_rows(lengths, dtypes, repeats, heads=32, kv_heads=8, dim=128):
         exact = F.scaled_dot_product_attention(q32.transpose(1, 2).double(), k32.transpose(1, 2).double(),
                                                v32.transpose(1, 2).double(), enable_gqa=True).transpose(1, 2)
         for dtype in dtypes:
-            q, k_cache, v_cache = (x.to(dtype) for x in (q32, k32, v32))
+            int8 = dtype == torch.int8   # an int8 cache (per position and head scales), fp32 queries
+            q, k_cache, v_cache = (x.to(torch.float32 if int8 else dtype) for x in (q32, k32, v32))
             qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k_cache, v_cache))
             lengths_t = torch.tensor([keys], dtype=torch.int32)
+            scales = {}
+            if int8:
+                k_cache, scales["k_scale"] = quantize_rows(k_cache)
+                v_cache, scales["v_scale"] = quantize_rows(v_cache)
 
             def ours():
-                return attnkit.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lengths_t)
+                return attnkit.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lengths_t, **scales)
 
             def theirs():
                 return F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True)
 
             out_ours, out_torch = ours(), theirs().transpose(1, 2)
             ms_ours, ms_torch = median_ms([ours, theirs], repeats=repeats)
-            cache_bytes = 2 * k_cache.numel() * k_cache.element_size()
+            cache_bytes = 2 * k_cache.numel() * k_cache.element_size() + sum(x.numel() * 4 for x in scales.values())
+            torch_bytes = 2 * kt.numel() * kt.element_size()
             ceiling = read_bandwidth(cache_bytes, repeats)
-            gb_ours, gb_torch = cache_bytes / ms_ours / 1e6, cache_bytes / ms_torch / 1e6
+            gb_ours, gb_torch = cache_bytes / ms_ours / 1e6, torch_bytes / ms_torch / 1e6
             rows.append([f"B1 Hq{heads} Hkv{kv_heads} S{keys} D{dim}", str(dtype).replace("torch.", ""),
                          f"{(out_ours.double() - exact).abs().max().item():.1e}",
                          f"{(out_torch.double() - exact).abs().max().item():.1e}",
@@ -93,7 +105,7 @@ def main():
     torch.set_num_threads(attnkit.get_num_threads())
     print(header(args, f"medians of up to {args.repeats} interleaved runs; torch on {torch.get_num_threads()} threads")
           + "\n")
-    rows = single_rows([4096, 16384, 32768], [torch.float32, torch.float16, torch.bfloat16], args.repeats)
+    rows = single_rows([4096, 16384, 32768], [torch.float32, torch.float16, torch.bfloat16, torch.int8], args.repeats)
     rows += paged_rows(args.repeats)
     print_table(["shape", "cache", "err vs fp64", "torch err", "attnkit ms", "torch ms", "attnkit GB/s", "torch GB/s",
                  "read GB/s", "of read", "tokens/s", "speedup"], rows)

@@ -2,6 +2,7 @@
 run its attention during generation:
   - "attnkit": flash_attn_with_kvcache on a paged KV cache, which also applies the (GPT-NeoX) rotary
     embedding to the new keys and the queries and appends the keys and values in place;
+  - "attnkit-int8": the same on an int8 cache (symmetric, one fp32 scale per position and KV head);
   - "torch": rotary in torch, a plain concatenated cache, and F.scaled_dot_product_attention.
 Used by examples/generate.py and Tests/python/test_generate.py."""
 import math
@@ -74,11 +75,12 @@ class TinyLlama(torch.nn.Module):
             q = layer.q(h).view(batch, length, c.heads, c.head_dim)
             k = layer.k(h).view(batch, length, c.kv_heads, c.head_dim)
             v = layer.v(h).view(batch, length, c.kv_heads, c.head_dim)
-            if backend == "attnkit":
+            if backend in ("attnkit", "attnkit-int8"):
                 seqlens = torch.full((batch,), position, dtype=torch.int32)
                 attention = attnkit.flash_attn_with_kvcache(
                     q, cache["k"], cache["v"], k=k, v=v, rotary_cos=self.cos, rotary_sin=self.sin,
-                    cache_seqlens=seqlens, block_table=cache["table"], causal=True, rotary_interleaved=False)
+                    cache_seqlens=seqlens, block_table=cache["table"], causal=True, rotary_interleaved=False,
+                    k_scale=cache.get("k_scale"), v_scale=cache.get("v_scale"))
             else:
                 positions = torch.arange(position, position + length)
                 q, k = self.neox_rotary(q, positions), self.neox_rotary(k, positions)
@@ -96,6 +98,12 @@ class TinyLlama(torch.nn.Module):
 
     def new_caches(self, backend, batch, dtype=torch.float32):
         c = self.c
+        if backend == "attnkit-int8":   # int8 levels with one fp32 scale per (page, position, KV head)
+            caches = self.new_caches("attnkit", batch, torch.int8)
+            for cache in caches:
+                cache["k_scale"] = torch.ones(cache["k"].shape[:3])
+                cache["v_scale"] = torch.ones(cache["v"].shape[:3])
+            return caches
         if backend == "attnkit":
             pages = math.ceil(c.max_len / c.page_size)
             caches = []

@@ -371,6 +371,24 @@ attn_status attn_flash_kvcache_forward(const attn_kvcache_params *params, const 
                                        const attn_tensor *alibi_slopes, const attn_tensor *out,
                                        const attn_tensor *softmax_lse);
 
+/* attn_flash_kvcache_forward on an int8 cache: k_cache and v_cache hold
+ * symmetric int8 levels (i8), with one f32 scale per (cache row or page, position,
+ * KV head): k_scale, v_scale (B_cache, S_cache, Hk) or, paged, (num_blocks,
+ * page_size, Hk); the value is scale * level. New k/v (q's dtype) are rotated
+ * in fp32 when rotary tables are given, then quantized on append: scale =
+ * absmax/127 per (token, head) (1 for an all-zero row), levels rounded to
+ * nearest even. The kernel dequantizes K and V rows on the fly. Every other
+ * argument and rule as attn_flash_kvcache_forward. */
+attn_status attn_flash_kvcache_int8_forward(const attn_kvcache_params *params, const attn_tensor *q,
+                                            const attn_tensor *k_cache, const attn_tensor *k_scale,
+                                            const attn_tensor *v_cache, const attn_tensor *v_scale,
+                                            const attn_tensor *k, const attn_tensor *v,
+                                            const attn_tensor *rotary_cos, const attn_tensor *rotary_sin,
+                                            const attn_tensor *cache_seqlens, const attn_tensor *cache_batch_idx,
+                                            const attn_tensor *cache_leftpad, const attn_tensor *block_table,
+                                            const attn_tensor *alibi_slopes, const attn_tensor *out,
+                                            const attn_tensor *softmax_lse);
+
 /* Merges two partial attentions over disjoint key sets into attention over
  * their union: out = (e^lse_a·out_a + e^lse_b·out_b) / (e^lse_a + e^lse_b),
  * lse = log(e^lse_a + e^lse_b), in fp64. A part with lse +inf or -inf is empty

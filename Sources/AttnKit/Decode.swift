@@ -3,8 +3,10 @@ import AttnKitCore
 /// The attention half of KVCacheAttention: queries against the (already
 /// appended) cache through the decode engine, then the merge of its splits.
 enum DecodeAttention {
-    static func run<E: AttnStorage>(_ plan: KVCacheAttention.Plan, q: StridedTensor<E>, kCache: StridedTensor<E>,
-                                    vCache: StridedTensor<E>, rotary: (cos: StridedTensor<E>, sin: StridedTensor<E>)?,
+    static func run<E: AttnStorage, C: AttnStorage>(_ plan: KVCacheAttention.Plan, q: StridedTensor<E>,
+                                    kCache: StridedTensor<C>, vCache: StridedTensor<C>,
+                                    scales: (k: StridedTensor<Float>, v: StridedTensor<Float>)? = nil,
+                                    rotary: (cos: StridedTensor<E>, sin: StridedTensor<E>)?,
                                     options: KVCacheAttention, out: MutableStridedTensor<E>,
                                     lse: MutableStridedTensor<Float>?, threads: Int) throws {
         guard !out.shape.contains(0) else { return }   // no query rows, heads or value dims
@@ -73,7 +75,7 @@ enum DecodeAttention {
         if let table = plan.blockTable { pages = table.entries; pagesPerSequence = table.pagesPerSequence }
         var attentionOptions = AttentionOptions(headDim: plan.headDim, valueDim: plan.valueDim, scale: plan.scale)
         attentionOptions.setSoftcap(options.softcap)
-        let problem = DecodeProblem(
+        var problem = DecodeProblem(
             queries: UnsafePointer(queries.pointer), batch: plan.batch, keyHeads: plan.keyHeads, group: group,
             queriesPerSequence: plan.queries, headDim: plan.headDim, valueDim: plan.valueDim,
             keys: kCache.data, keyStrides: (kCache.strides[0], kCache.strides[1], kCache.strides[2], kCache.strides[3]),
@@ -81,6 +83,12 @@ enum DecodeAttention {
             slots: plan.slots, leftpad: plan.leftpad, keyCounts: keyCounts, pageSize: plan.pageSize, pages: pages,
             pagesPerSequence: pagesPerSequence, slopes: plan.slopes, windowLeft: windowLeft, windowRight: windowRight,
             softcap: attentionOptions.softcap)
+        if let scales {
+            problem.keyScales = scales.k.data
+            problem.keyScaleStrides = (scales.k.strides[0], scales.k.strides[1], scales.k.strides[2])
+            problem.valueScales = scales.v.data
+            problem.valueScaleStrides = (scales.v.strides[0], scales.v.strides[1], scales.v.strides[2])
+        }
         try KernelDispatch.runDecode(problem, tasks: tasks, partials: partials.pointer, threads: threads)
 
         // Merge each sequence's splits in split order, per (KV head, query row).

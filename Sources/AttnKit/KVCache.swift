@@ -68,6 +68,72 @@ public struct KVCacheAttention {
                                 options: self, out: out, lse: lse, threads: threads)
     }
 
+    /// The same call on an int8 cache: symmetric levels with one fp32 scale per
+    /// (slot or page, position, KV head) for K and for V,
+    ///     kScale, vScale: (Bc, Sc, Hk), or paged (blocks, pageSize, Hk)
+    /// New tokens (q's dtype) are rotated in fp32, then quantized on append
+    /// (scale = absmax/127 per token and head, levels rounded to nearest even);
+    /// the engine dequantizes K and V rows on the fly.
+    public func int8Cache<E: AttnStorage>(
+        q: StridedTensor<E>, kCache: MutableStridedTensor<Int8>, kScale: MutableStridedTensor<Float>,
+        vCache: MutableStridedTensor<Int8>, vScale: MutableStridedTensor<Float>,
+        k: StridedTensor<E>? = nil, v: StridedTensor<E>? = nil,
+        rotaryCos: StridedTensor<E>? = nil, rotarySin: StridedTensor<E>? = nil,
+        cacheSeqlens: [Int], cacheBatchIndex: [Int]? = nil, cacheLeftpad: [Int]? = nil, blockTable: BlockTable? = nil,
+        alibiSlopes: FlashAttention.Slopes? = nil, out: MutableStridedTensor<E>, lse: MutableStridedTensor<Float>? = nil,
+        threads: Int = ThreadSettings.numThreads
+    ) throws {
+        guard E.self != Double.self else {
+            throw AttnError.dtype(argument: "q.dtype", rule: "must be f32, f16 or bf16 for the KV-cache path (as flash-attn), got f64")
+        }
+        let plan = try check(q: q, kCache: kCache, vCache: vCache, k: k, v: v, rotaryCos: rotaryCos, rotarySin: rotarySin,
+                             cacheSeqlens: cacheSeqlens, cacheBatchIndex: cacheBatchIndex, cacheLeftpad: cacheLeftpad,
+                             blockTable: blockTable, alibiSlopes: alibiSlopes, out: out, lse: lse)
+        for (name, scale) in [("k_scale", kScale), ("v_scale", vScale)] {
+            try requireRank(name, scale.shape, 3, blockTable == nil ? "(batch_cache, seq_cache, heads_k)" : "(num_blocks, page_block_size, heads_k)")
+            for axis in 0..<3 { try requireExtent(name, scale.shape, axis: axis, equals: kCache.shape[axis], "k_cache.shape[\(axis)]") }
+            try validateLayout(name, shape: scale.shape, strides: scale.strides, hasData: scale.base != nil)
+            if plan.newTokens > 0 && plan.batch > 0 { try validateWritable(name, shape: scale.shape, strides: scale.strides) }
+        }
+        if let k, let v {
+            appendQuantized(plan, k, into: kCache, scales: kScale, rotaryCos: rotaryCos, rotarySin: rotarySin)
+            appendQuantized(plan, v, into: vCache, scales: vScale, rotaryCos: nil, rotarySin: nil)
+        }
+        try DecodeAttention.run(plan, q: q, kCache: kCache.readOnly, vCache: vCache.readOnly,
+                                scales: (kScale.readOnly, vScale.readOnly),
+                                rotary: k == nil ? nil : rotaryCos.flatMap { cos in rotarySin.map { (cos, $0) } },
+                                options: self, out: out, lse: lse, threads: threads)
+    }
+
+    /// Quantizes new rows (rotated first when tables are given) into an int8 cache:
+    /// per (token, head) scale = absmax/127 (1 for an all-zero row), levels rounded.
+    func appendQuantized<E: AttnStorage>(_ plan: Plan, _ source: StridedTensor<E>, into cache: MutableStridedTensor<Int8>,
+                                         scales: MutableStridedTensor<Float>, rotaryCos: StridedTensor<E>?,
+                                         rotarySin: StridedTensor<E>?) {
+        guard plan.newTokens > 0 else { return }
+        let width = source.shape[3]
+        var row = [Float](repeating: 0, count: width)
+        for b in 0..<plan.batch {
+            for t in 0..<plan.newTokens {
+                let position = plan.seqlens[b] + t
+                for h in 0..<plan.keyHeads {
+                    let from = source.data + (b * source.strides[0] + t * source.strides[1] + h * source.strides[2])
+                    for d in 0..<width { row[d] = E.toFloat(from[d * source.strides[3]]) }
+                    if let cos = rotaryCos, let sin = rotarySin {
+                        rotate(&row, position: position, rotaryDim: plan.rotaryDim, cos: cos, sin: sin)
+                    }
+                    var largest: Float = 0
+                    for d in 0..<width { largest = row[d].isNaN ? .nan : Swift.max(largest, abs(row[d])) }
+                    let scale: Float = largest == 0 ? 1 : largest / 127
+                    let target = cache.data + Self.cacheOffset(plan, sequence: b, position: position, head: h, strides: cache.strides)
+                    for d in 0..<width { target[d * cache.strides[3]] = Int8.fromFloat(row[d] / scale) }
+                    let scaleStrides = [scales.strides[0], scales.strides[1], scales.strides[2]]
+                    scales.data[Self.cacheOffset(plan, sequence: b, position: position, head: h, strides: scaleStrides)] = scale
+                }
+            }
+        }
+    }
+
     /// What the checks establish, for the append and the attention.
     struct Plan {
         let batch, queries, queryHeads, keyHeads, headDim, valueDim, newTokens: Int
@@ -79,8 +145,8 @@ public struct KVCacheAttention {
         let slopes: [Float]
     }
 
-    func check<E: AttnStorage>(
-        q: StridedTensor<E>, kCache: MutableStridedTensor<E>, vCache: MutableStridedTensor<E>,
+    func check<E: AttnStorage, C>(
+        q: StridedTensor<E>, kCache: MutableStridedTensor<C>, vCache: MutableStridedTensor<C>,
         k: StridedTensor<E>?, v: StridedTensor<E>?, rotaryCos: StridedTensor<E>?, rotarySin: StridedTensor<E>?,
         cacheSeqlens: [Int], cacheBatchIndex: [Int]?, cacheLeftpad: [Int]?, blockTable: BlockTable?,
         alibiSlopes: FlashAttention.Slopes?, out: MutableStridedTensor<E>, lse: MutableStridedTensor<Float>?

@@ -29,6 +29,19 @@ extension Float16: AttnStorage {
     @inlinable @inline(__always) public static func fromDouble(_ value: Double) -> Float16 { Float16(value) }
 }
 
+/// int8 levels of a quantized KV cache: toFloat is the level itself (the scale
+/// is applied by the caller, per row); fromFloat rounds to nearest even and
+/// clamps to ±127 (symmetric quantization never uses −128).
+extension Int8: AttnStorage {
+    @inlinable @inline(__always) public static func toFloat(_ value: Int8) -> Float { Float(value) }
+    @inlinable @inline(__always) public static func toDouble(_ value: Int8) -> Double { Double(value) }
+    @inlinable @inline(__always) public static func fromFloat(_ value: Float) -> Int8 {
+        guard value.isFinite else { return 0 }
+        return Int8(Swift.min(Swift.max(value.rounded(.toNearestOrEven), -127), 127))
+    }
+    @inlinable @inline(__always) public static func fromDouble(_ value: Double) -> Int8 { fromFloat(Float(value)) }
+}
+
 /// bfloat16: the top 16 bits of an IEEE fp32. Widening is exact; narrowing
 /// rounds to nearest, ties to even, and keeps NaN a (quiet) NaN.
 public struct BFloat16: AttnStorage, Equatable {

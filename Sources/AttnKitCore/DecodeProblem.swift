@@ -27,6 +27,10 @@ package struct DecodeProblem<E> {
     package let slopes: [Float]
     package let windowLeft, windowRight: Int
     package let softcap: Float
+    /// int8 caches: one fp32 scale per (slot or page, position, head) for K and
+    /// for V, at slot·s.0 + position·s.1 + head·s.2; nil for float caches.
+    package var keyScales: UnsafePointer<Float>? = nil, keyScaleStrides = (0, 0, 0)
+    package var valueScales: UnsafePointer<Float>? = nil, valueScaleStrides = (0, 0, 0)
 
     package init(queries: UnsafePointer<Float>, batch: Int, keyHeads: Int, group: Int, queriesPerSequence: Int,
                  headDim: Int, valueDim: Int, keys: UnsafePointer<E>, keyStrides: (Int, Int, Int, Int),
@@ -43,6 +47,12 @@ package struct DecodeProblem<E> {
 
     /// Query rows per (sequence, KV head): the whole group, every query position.
     @inlinable package var rowsPerTask: Int { group &* queriesPerSequence }
+
+    /// The scale offset of (sequence, position, head 0) in a scale tensor with `strides`.
+    @inlinable @inline(__always)
+    package func scaleOffset(sequence: Int, position: Int, strides: (Int, Int, Int)) -> Int {
+        rowOffset(sequence: sequence, position: position, head: 0, strides: (strides.0, strides.1, strides.2, 0))
+    }
 
     /// The element offset of cache position `position` of sequence `sequence`, head `head`.
     @inlinable @inline(__always)

@@ -19,6 +19,7 @@ package enum DecodeEngine {
     @_specialize(where E == Float)
     @_specialize(where E == Float16)
     @_specialize(where E == BFloat16)
+    @_specialize(where E == Int8)
     package static func run<E: AttnStorage>(_ problem: DecodeProblem<E>, tasks: [DecodeTask],
                                             partials: UnsafeMutablePointer<Float>, threads: Int) throws {
         let rows = problem.keyHeads &* problem.rowsPerTask
@@ -60,13 +61,17 @@ package enum DecodeEngine {
                 let key = blockStart &+ jj
                 let position = leftpad &+ key
                 let keyRows = p.keys + p.rowOffset(sequence: task.sequence, position: position, head: 0, strides: p.keyStrides)
+                // int8 caches: this position's K scales, head by head.
+                let keyScales = p.keyScales.map { $0 + p.scaleOffset(sequence: task.sequence, position: position,
+                                                                      strides: p.keyScaleStrides) }
                 for kvHead in 0..<p.keyHeads {
                     let keyRow = keyRows + kvHead &* keyHeadStride
                     let firstRow = kvHead &* rowsPerHead
                     // Softcap, ALiBi, then the window: row r = g·queries + i of this head, key `key`.
                     // (i, g) are counted, not divided out: an integer division per score cost more than the dot.
+                    let keyScale = keyScales.map { $0[kvHead &* p.keyScaleStrides.2] } ?? 1
                     @inline(__always) func store(_ raw: Float, _ r: Int, _ i: Int, _ g: Int) {
-                        var score = raw
+                        var score = keyScales == nil ? raw : raw * keyScale
                         if softcap > 0 { score = softcap * tanhf(score / softcap) }
                         let distance = i &+ diagonal &- key
                         if hasSlopes {
@@ -135,6 +140,9 @@ package enum DecodeEngine {
             for jj in 0..<count {
                 let valueRows = p.values + p.rowOffset(sequence: task.sequence, position: leftpad &+ blockStart &+ jj,
                                                        head: 0, strides: p.valueStrides)
+                let valueScales = p.valueScales.map { $0 + p.scaleOffset(sequence: task.sequence,
+                                                                          position: leftpad &+ blockStart &+ jj,
+                                                                          strides: p.valueScaleStrides) }
                 for kvHead in 0..<p.keyHeads {
                     let firstRow = kvHead &* rowsPerHead
                     var r = 0
@@ -142,8 +150,9 @@ package enum DecodeEngine {
                         let rowCount = Swift.min(4, rowsPerHead &- r)
                         accumulateRows(state + (firstRow &+ r) &* width + 2, rowStride: width, rows: rowCount,
                                        weights: scores + ((firstRow &+ r) &* blockKeys &+ jj),
-                                       value: valueRows + kvHead &* valueHeadStride, colStride: valueColumn,
-                                       count: p.valueDim)
+                                       value: valueRows + kvHead &* valueHeadStride,
+                                       valueScale: valueScales.map { $0[kvHead &* p.valueScaleStrides.2] } ?? 1,
+                                       colStride: valueColumn, count: p.valueDim)
                         r &+= rowCount
                     }
                 }
@@ -225,15 +234,21 @@ package enum DecodeEngine {
         return v
     }
 
-    /// acc[t][e] += weights[t·blockKeys]·value[e] for t < rows (1...4). A zero weight
-    /// skips its row, so an excluded key's NaN or Inf value never reaches it.
+    /// acc[t][e] += weights[t·blockKeys]·valueScale·value[e] for t < rows (1...4). A zero
+    /// weight skips its row, so an excluded key's NaN or Inf value never reaches it.
     @inline(__always)
     static func accumulateRows<E: AttnStorage>(_ acc: UnsafeMutablePointer<Float>, rowStride: Int, rows: Int,
-                                               weights: UnsafePointer<Float>, value: UnsafePointer<E>, colStride: Int,
-                                               count: Int) {
-        let x0 = weights[0], x1 = rows > 1 ? weights[blockKeys] : 0
-        let x2 = rows > 2 ? weights[2 &* blockKeys] : 0, x3 = rows > 3 ? weights[3 &* blockKeys] : 0
+                                               weights: UnsafePointer<Float>, value: UnsafePointer<E>, valueScale: Float,
+                                               colStride: Int, count: Int) {
+        var x0 = weights[0], x1 = rows > 1 ? weights[blockKeys] : 0
+        var x2 = rows > 2 ? weights[2 &* blockKeys] : 0, x3 = rows > 3 ? weights[3 &* blockKeys] : 0
         if x0 == 0 && x1 == 0 && x2 == 0 && x3 == 0 { return }
+        if valueScale != 1 {   // int8 V: the row's scale folds into the nonzero weights (zero stays zero, even for a NaN scale)
+            if x0 != 0 { x0 *= valueScale }
+            if x1 != 0 { x1 *= valueScale }
+            if x2 != 0 { x2 *= valueScale }
+            if x3 != 0 { x3 *= valueScale }
+        }
         let w0 = SIMD16(repeating: x0), w1 = SIMD16(repeating: x1), w2 = SIMD16(repeating: x2), w3 = SIMD16(repeating: x3)
         let acc1 = acc + rowStride, acc2 = acc1 + rowStride, acc3 = acc2 + rowStride
         var e = 0

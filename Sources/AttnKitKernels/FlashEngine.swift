@@ -465,6 +465,9 @@ public enum FlashEngine {
         if count == 16 && colStride == 1 {
             let raw = UnsafeRawPointer(from)
             if E.self == Float.self { return raw.loadUnaligned(as: SIMD16<Float>.self) }
+            if E.self == Int8.self {   // int8 KV cache levels: sign-extend, convert
+                return SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: raw.loadUnaligned(as: SIMD16<Int8>.self)))
+            }
             // vcvtph2ps, or bf16 widened by a 16-bit shift.
             if E.self == Float16.self { return _mm512_cvtph_ps(raw.loadUnaligned(as: SIMD4<Int64>.self)) }
             if E.self == BFloat16.self {
@@ -476,6 +479,9 @@ public enum FlashEngine {
         if count == 16 && colStride == 1 {
             let raw = UnsafeRawPointer(from)
             if E.self == Float.self { return raw.loadUnaligned(as: SIMD16<Float>.self) }
+            if E.self == Int8.self {   // int8 KV cache levels: sign-extend, convert
+                return SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: raw.loadUnaligned(as: SIMD16<Int8>.self)))
+            }
             // bf16 is the high half of an fp32: widen and shift.
             if E.self == BFloat16.self {
                 let bits = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(as: SIMD16<UInt16>.self)) &<< 16

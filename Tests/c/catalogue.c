@@ -126,6 +126,11 @@ static attn_status run(call *c) {
         return attn_flash_kvcache_forward(c->params_null ? NULL : &c->kvcache, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3),
                                           arg(c, 4), arg(c, 5), arg(c, 6), arg(c, 7), arg(c, 8), arg(c, 9), arg(c, 10),
                                           arg(c, 11), arg(c, 12), arg(c, 13));
+    if (!strcmp(e, "kvcache_int8"))
+        return attn_flash_kvcache_int8_forward(c->params_null ? NULL : &c->kvcache, arg(c, 0), arg(c, 1), arg(c, 2),
+                                               arg(c, 3), arg(c, 4), arg(c, 5), arg(c, 6), arg(c, 7), arg(c, 8),
+                                               arg(c, 9), arg(c, 10), arg(c, 11), arg(c, 12), arg(c, 13), arg(c, 14),
+                                               arg(c, 15));
     if (!strcmp(e, "merge"))
         return attn_merge_attention_states(arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4), arg(c, 5));
     if (!strcmp(e, "quantize"))
@@ -219,6 +224,28 @@ static call baseline(const char *entry) {
         add(&c, "q", contiguous(0, ATTN_DTYPE_F32, 4, q_shape), 1, 0);
         add(&c, "k_cache", contiguous(1, ATTN_DTYPE_F32, 4, cache), 1, 1);
         add(&c, "v_cache", contiguous(2, ATTN_DTYPE_F32, 4, cache), 1, 1);
+        add(&c, "k", contiguous(3, ATTN_DTYPE_F32, 4, new_kv), 0, 0);
+        add(&c, "v", contiguous(10, ATTN_DTYPE_F32, 4, new_kv), 0, 0);
+        absent(&c, "rotary_cos");
+        absent(&c, "rotary_sin");
+        add(&c, "cache_seqlens", contiguous(6, ATTN_DTYPE_I32, 1, b), 1, 0);
+        fill_index(6, 1, 2, 0);
+        absent(&c, "cache_batch_idx");
+        absent(&c, "cache_leftpad");
+        absent(&c, "block_table");
+        absent(&c, "alibi_slopes");
+        add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 4, q_shape), 1, 1);
+        add(&c, "softmax_lse", contiguous(5, ATTN_DTYPE_F32, 3, lse_shape), 0, 1);
+    } else if (!strcmp(entry, "kvcache_int8")) {
+        /* The kvcache baseline on an int8 cache (Hk 2) with per (row, position, head) scales. */
+        const int64_t q_shape[4] = {2, 2, 2, 4}, cache[4] = {2, 4, 2, 4}, scales[3] = {2, 4, 2}, new_kv[4] = {2, 1, 2, 4};
+        const int64_t b[1] = {2}, lse_shape[3] = {2, 2, 2};
+        c.kvcache = (attn_kvcache_params){sizeof(attn_kvcache_params), 1, 0, 1, 0.0, -1, -1, 0.0, 0, 0};
+        add(&c, "q", contiguous(0, ATTN_DTYPE_F32, 4, q_shape), 1, 0);
+        add(&c, "k_cache", contiguous(1, ATTN_DTYPE_I8, 4, cache), 1, 1);
+        add(&c, "k_scale", contiguous(11, ATTN_DTYPE_F32, 3, scales), 1, 1);
+        add(&c, "v_cache", contiguous(2, ATTN_DTYPE_I8, 4, cache), 1, 1);
+        add(&c, "v_scale", contiguous(12, ATTN_DTYPE_F32, 3, scales), 1, 1);
         add(&c, "k", contiguous(3, ATTN_DTYPE_F32, 4, new_kv), 0, 0);
         add(&c, "v", contiguous(10, ATTN_DTYPE_F32, 4, new_kv), 0, 0);
         absent(&c, "rotary_cos");
@@ -481,6 +508,9 @@ static void param_cases(void) {
     expect("rotary table too short", c, ATTN_ERR_SHAPE, "rotary_cos");
     c = baseline("kvcache"); c.tensors[5] = contiguous(8, ATTN_DTYPE_F32, 2, (int64_t[]){8, 2}); c.present[5] = 1;
     expect("rotary_cos without rotary_sin", c, ATTN_ERR_INVALID_ARGUMENT, "rotary_sin");
+    c = baseline("kvcache_int8"); c.tensors[1].dtype = ATTN_DTYPE_F32; expect("float k_cache on the int8 entry", c, ATTN_ERR_DTYPE, "k_cache");
+    c = baseline("kvcache_int8"); c.tensors[4].shape[1] = 3; expect("v_scale shape", c, ATTN_ERR_SHAPE, "v_scale");
+    c = baseline("kvcache_int8"); fill_index(6, 4, 0, 0); expect("int8 cache full", c, ATTN_ERR_INVALID_ARGUMENT, "cache_seqlens");
     c = baseline("merge"); expect("valid call", c, ATTN_OK, NULL);
     c = baseline("merge"); c.tensors[1].shape[1] = 3; expect("lse_a shape", c, ATTN_ERR_SHAPE, "lse_a");
     c = baseline("merge"); c.tensors[2].dtype = ATTN_DTYPE_F64; expect("out_b dtype", c, ATTN_ERR_DTYPE, "out_b");
@@ -580,14 +610,14 @@ static void positive_controls(void) {
 int main(void) {
     fill_slots();
     const char *entries[] = {"eager", "sdpa", "int8_sdpa", "flash", "flash_probs", "varlen", "varlen_probs",
-                             "varlen_int8", "quantize", "dequantize", "kvcache", "merge"};
+                             "varlen_int8", "quantize", "dequantize", "kvcache", "merge", "kvcache_int8"};
     /* Each baseline must be valid: the mutations below then break one thing each. */
-    for (int e = 0; e < 12; e++) {
+    for (int e = 0; e < 13; e++) {
         call c = baseline(entries[e]);
         if (!strcmp(entries[e], "flash_probs") || !strcmp(entries[e], "varlen_probs")) c.flash.dropout_p = 0.25;
         expect("baseline", c, ATTN_OK, NULL);
     }
-    for (int e = 0; e < 12; e++) tensor_cases(entries[e]);
+    for (int e = 0; e < 13; e++) tensor_cases(entries[e]);
     param_cases();
     positive_controls();
     printf("catalogue: %d passed, %d failed\n", cases - failed, failed);

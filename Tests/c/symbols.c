@@ -5,7 +5,7 @@
 
 static const char *const public_functions[] = {
     "attn_version_number", "attn_status_string", "attn_last_error",
-    "attn_set_num_threads", "attn_get_num_threads", "attn_eager_forward", "attn_sdpa_forward", "attn_flash_forward", "attn_flash_varlen_forward", "attn_flash_forward_probs", "attn_flash_varlen_forward_probs", "attn_get_isa", "attn_get_available_isas", "attn_get_int8_pv_dtype", "attn_int8_sdpa_forward", "attn_flash_varlen_int8_forward", "attn_quantize_per_tensor", "attn_dequantize_per_tensor", "attn_flash_kvcache_forward", "attn_merge_attention_states",
+    "attn_set_num_threads", "attn_get_num_threads", "attn_eager_forward", "attn_sdpa_forward", "attn_flash_forward", "attn_flash_varlen_forward", "attn_flash_forward_probs", "attn_flash_varlen_forward_probs", "attn_get_isa", "attn_get_available_isas", "attn_get_int8_pv_dtype", "attn_int8_sdpa_forward", "attn_flash_varlen_int8_forward", "attn_quantize_per_tensor", "attn_dequantize_per_tensor", "attn_flash_kvcache_forward", "attn_merge_attention_states", "attn_flash_kvcache_int8_forward",
 };
 
 int main(int argc, char **argv) {

@@ -263,3 +263,56 @@ def test_merge_attention_states_equals_attention_over_the_union(dtype, varlen):
     empty_a = torch.zeros(7, 4, 32, dtype=dtype), torch.full((4, 7), math.inf)
     both_empty = attnkit.merge_attention_states(*empty_a, *empty_a)
     assert torch.equal(both_empty[0], torch.zeros(7, 4, 32, dtype=dtype)) and torch.isinf(both_empty[1]).all()
+
+
+def quantize_rows(x):
+    """Symmetric int8 per (…, head) row: levels and fp32 scales = absmax/127 (1 for zero rows)."""
+    scale = x.abs().amax(-1) / 127
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale).float()
+    levels = torch.round(x.float() / scale[..., None]).clamp(-127, 127).to(torch.int8)
+    return levels, scale
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("paged,rotary_dim", [(False, 0), (True, 32), (False, 64)])
+def test_int8_cache(dtype, paged, rotary_dim):
+    case = make_case(dtype, batch=3, queries=2, new=2, lengths=(0, 37, 65), page_size=16 if paged else None,
+                     rotary_dim=rotary_dim, interleaved=False)
+    k_levels, k_scale = quantize_rows(case["k_cache"])
+    v_levels, v_scale = quantize_rows(case["v_cache"])
+    int8_case = dict(case, k_cache=k_levels.clone(), v_cache=v_levels.clone())
+    out, lse = attnkit.flash_attn_with_kvcache(**int8_case, k_scale=k_scale, v_scale=v_scale, causal=True,
+                                               return_softmax_lse=True)
+    # The append: each new row, rotated in fp32 as flash-attn does, within half a step of its dequantized value.
+    seqlens = case["cache_seqlens"].tolist()
+    table = None if case["block_table"] is None else case["block_table"].tolist()
+    for b in range(3):
+        k_new = case["k"][b]
+        if rotary_dim:
+            k_new = rotate(k_new[None].float(), case["rotary_cos"], case["rotary_sin"],
+                           torch.arange(seqlens[b], seqlens[b] + 2), False)[0]
+        for t in range(2):
+            position = seqlens[b] + t
+            slot, offset = (table[b][position // 16], position % 16) if table else (b, position)
+            for cache, scale, new in ((int8_case["k_cache"], k_scale, k_new[t]), (int8_case["v_cache"], v_scale, case["v"][b, t])):
+                got = cache[slot, offset].double() * scale[slot, offset][:, None].double()
+                step = new.float().abs().amax(-1).double() / 127
+                # Half a step, plus fp32's rounding of x/scale (a tie can round either way).
+                assert ((got - new.double()).abs() <= step[:, None] / 2 + new.double().abs() * 2.0**-21).all()
+    # Attention over the dequantized cache, in fp64, as flash attention.
+    dequantized = dict(case, k_cache=(int8_case["k_cache"].double() * k_scale[..., None]),
+                       v_cache=(int8_case["v_cache"].double() * v_scale[..., None]), k=None, v=None)
+    _, _, sequences = reference(case["q"], dequantized["k_cache"], dequantized["v_cache"], None, None, None, None,
+                                [n + 2 for n in seqlens], None, None, table, True, (-1, -1), 0.0, False, None)
+    for b, (q_b, keys, values) in enumerate(sequences):
+        if rotary_dim:
+            q_b = rotate(case["q"][b][None], case["rotary_cos"], case["rotary_sin"],
+                         torch.arange(seqlens[b], seqlens[b] + 2), False)[0]
+        ref, ref_lse = flash_reference(q_b, keys, values, causal=True)
+        bound = (FP32_RELATIVE_TOLERANCE if dtype == torch.float32 else ULP_BOUND[dtype]) * max(1.0, ref.abs().max().item())
+        assert max_error(out[b], ref) <= bound, f"sequence {b}: {max_error(out[b], ref):.3e}"
+        assert max_error(lse[b].double(), ref_lse) <= 1e-4 * max(1.0, ref_lse.abs().max().item())
+
+
+# Output rounding of the low-precision dtypes (the cache is int8 either way): one ulp at 1.
+ULP_BOUND = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}

@@ -33,3 +33,25 @@ def test_generation_with_page_size_one_and_prefill_longer_than_a_page():
     ours, _ = model.generate(prompt, 12, "attnkit")
     theirs, _ = model.generate(prompt, 12, "torch")
     assert torch.equal(ours, theirs)
+
+
+def test_generation_on_an_int8_cache_follows_torch_until_the_margin_is_within_int8_error():
+    """With an int8 cache the logits move by the quantization error; a token may differ from torch's
+    only at a step whose top-2 logit margin (torch's) is below that error. Prints how many matched."""
+    config = Config(page_size=16)
+    model = TinyLlama(config, seed=0)
+    prompt = torch.randint(0, config.vocab, (2, 7), generator=torch.Generator().manual_seed(1))
+    theirs, their_logits = model.generate(prompt, 32, "torch")
+    ours, our_logits = model.generate(prompt, 32, "attnkit-int8")
+    for row in range(2):
+        differs = (ours[row] != theirs[row]).nonzero()
+        first = differs[0].item() if differs.numel() else 32
+        # Up to the first difference both runs saw the same tokens, so their logits are comparable:
+        # the int8 error bound is the largest logit gap observed over those steps (plus slack).
+        gap = (our_logits[: first + 1, row] - their_logits[: first + 1, row]).abs().max().item()
+        if first < 32:
+            top2 = their_logits[first, row].topk(2).values
+            margin = (top2[0] - top2[1]).item()
+            assert margin <= 2 * gap, f"row {row}: token {first} differs with margin {margin:.3e} > 2 x error {gap:.3e}"
+        print(f"int8 cache, row {row}: {first} of 32 tokens match torch (max logit error {gap:.2e})")
+        assert gap < 0.5, f"int8 logit error {gap:.3e} is not small"

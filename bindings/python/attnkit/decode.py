@@ -19,17 +19,22 @@ def _per_sequence(name, value, batch, like):
 def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
                             cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
                             softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
-                            rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False):
+                            rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False,
+                            k_scale=None, v_scale=None):
     """flash-attn 2.8's flash_attn_with_kvcache: appends k/v (B, S_new, Hk, D) to k_cache/v_cache
     in place at cache_seqlens, rotating k (and q) when rotary_cos/rotary_sin are given, then
     attends q (B, Sq, Hq, D) to the cache. k_cache/v_cache are (B_cache, S_cache, Hk, D), or
     (num_blocks, page_size, Hk, D) with block_table (B, max_blocks) int32. Returns out
     (B, Sq, Hq, D), and softmax_lse (B, Hq, Sq) fp32 with return_softmax_lse. cache_seqlens
-    None means every cache is full. The cache is left untouched if any argument is invalid."""
+    None means every cache is full. The cache is left untouched if any argument is invalid.
+
+    int8 caches (an attnkit extension): k_cache/v_cache int8 with k_scale/v_scale fp32 of shape
+    k_cache.shape[:3], one symmetric scale per (row, position, KV head); new k/v are quantized on
+    append (absmax/127 per token and head) and the kernel dequantizes on the fly."""
     for name, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
         check_tensor(name, x)
     for name, x in (("k", k), ("v", v), ("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin),
-                    ("alibi_slopes", alibi_slopes)):
+                    ("alibi_slopes", alibi_slopes), ("k_scale", k_scale), ("v_scale", v_scale)):
         if x is not None:
             check_tensor(name, x)
     if q.ndim != 4 or v_cache.ndim != 4:
@@ -51,7 +56,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     _attnkit.flash_kvcache_forward(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, seqlens, batch_idx, leftpad,
                                    block_table, alibi_slopes, out, lse, bool(causal),
                                    _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
-                                   _scalar("softcap", softcap), bool(rotary_interleaved), num_splits)
+                                   _scalar("softcap", softcap), bool(rotary_interleaved), num_splits, k_scale, v_scale)
     return (out, lse) if return_softmax_lse else out
 
 

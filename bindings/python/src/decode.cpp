@@ -13,7 +13,7 @@ void init_decode(py::module_ &m) {
            py::handle rotary_sin, py::handle cache_seqlens, py::handle cache_batch_idx, py::handle cache_leftpad,
            py::handle block_table, py::handle alibi_slopes, py::handle out, py::handle lse, bool causal,
            std::optional<double> softmax_scale, int64_t window_left, int64_t window_right, double softcap,
-           bool rotary_interleaved, int32_t num_splits) {
+           bool rotary_interleaved, int32_t num_splits, py::handle k_scale, py::handle v_scale) {
             const attn_tensor tq = describe(q, "q"), tkc = describe(k_cache, "k_cache"), tvc = describe(v_cache, "v_cache");
             const attn_tensor tsl = describe(cache_seqlens, "cache_seqlens"), to = describe(out, "out");
             const OptionalTensor tk = describe_optional(k, "k"), tv = describe_optional(v, "v");
@@ -34,13 +34,19 @@ void init_decode(py::module_ &m) {
             params.window_right = window_right;
             params.softcap = softcap;
             params.num_splits = num_splits;
+            // int8 caches come with their scales (k_scale, v_scale); float caches without.
+            const OptionalTensor tks = describe_optional(k_scale, "k_scale"), tvs = describe_optional(v_scale, "v_scale");
             call_without_gil([&] {
+                if (tks.present || tvs.present)
+                    return attn_flash_kvcache_int8_forward(&params, &tq, &tkc, tks.get(), &tvc, tvs.get(), tk.get(), tv.get(),
+                                                           tcos.get(), tsin.get(), &tsl, tbi.get(), tlp.get(), tbt.get(),
+                                                           ts.get(), &to, tl.get());
                 return attn_flash_kvcache_forward(&params, &tq, &tkc, &tvc, tk.get(), tv.get(), tcos.get(), tsin.get(),
                                                   &tsl, tbi.get(), tlp.get(), tbt.get(), ts.get(), &to, tl.get());
             });
         },
         "flash_attn_with_kvcache into preallocated out (and lse); appends k/v into the caches in place. "
-        "See attn_flash_kvcache_forward.");
+        "See attn_flash_kvcache_forward and, with k_scale/v_scale (int8 caches), attn_flash_kvcache_int8_forward.");
     m.def(
         "merge_attention_states",
         [](py::handle out_a, py::handle lse_a, py::handle out_b, py::handle lse_b, py::handle out, py::handle lse) {
