@@ -103,6 +103,15 @@ public struct FlashAttention {
         guard boundariesQ.count >= 1 else {
             throw AttnError.shape(argument: "cu_seqlens_q", rule: "must have at least one entry (shape [batch + 1])")
         }
+        // With outputs to write, the offsets are read and checked first (q's, then k's), as
+        // before the count rule; with none, they are never read.
+        var offsets: (q: SequenceOffsets, k: SequenceOffsets)? = nil
+        if !writesNothing {
+            offsets = (try SequenceOffsets("cu_seqlens_q", values: boundariesQ.read(), total: q.shape[0],
+                                           maxLength: maxSeqlenQ, maxName: "max_seqlen_q"),
+                       try SequenceOffsets("cu_seqlens_k", values: boundariesK.read(), total: k.shape[0],
+                                           maxLength: maxSeqlenK, maxName: "max_seqlen_k"))
+        }
         guard boundariesQ.count == boundariesK.count else {
             throw AttnError.shape(argument: "cu_seqlens_k",
                                   rule: "must have as many entries as cu_seqlens_q (\(boundariesQ.count)), got \(boundariesK.count)")
@@ -121,11 +130,7 @@ public struct FlashAttention {
         // A call with no output elements is done once it is checked: cu_seqlens
         // is never read and its units (sequences × heads, any of which may be
         // huge) are never listed.
-        if writesNothing { return ([], [], []) }
-        let sequencesQ = try SequenceOffsets("cu_seqlens_q", values: boundariesQ.read(), total: q.shape[0],
-                                             maxLength: maxSeqlenQ, maxName: "max_seqlen_q")
-        let sequencesK = try SequenceOffsets("cu_seqlens_k", values: boundariesK.read(), total: k.shape[0],
-                                             maxLength: maxSeqlenK, maxName: "max_seqlen_k")
+        guard let (sequencesQ, sequencesK) = offsets else { return ([], [], []) }   // writes nothing
         try requireAllocatable(try checkedProduct(sequencesQ.count, geometry.queryHeads, what: "cu_seqlens_q"),
                                of: AttentionUnit<E>.self)
         var units: [AttentionUnit<E>] = []
