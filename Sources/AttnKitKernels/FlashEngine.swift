@@ -327,6 +327,18 @@ public enum FlashEngine {
                 let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
                 let activeChunks = rows <= 16 ? 1 : chunks
                 let rowwise = usesRowwise(unit, rows: rows, options: options)
+                // Which P·V a block takes depends on its own keys only, never on the
+                // other blocks packed into its tile: tasks group blocks differently
+                // for each thread count (the tail split), and the paths round
+                // differently. A tile that passed its scan passes for every block.
+                var blockFinite = valuesFinite, blockHalf = halfValues
+                if !valuesFinite || (options.halfPrecisionValues && !halfValues) {
+                    let largest = largestMagnitude(values, count: count &* valueDim)
+                    blockFinite = largest.isFinite
+                    #if ATTNKIT_AVX512
+                    if options.halfPrecisionValues { blockHalf = largest <= 256 }
+                    #endif
+                }
                 if let int8 = unit.int8Keys {
                     // SageAttention-style: QKᵀ in int8 with int32 sums, then back to fp32.
                     int8ScoreTile(queryU8: block.int8Query, groups: groups, keys: int8.values + start &* int8.paddedDim,
@@ -356,7 +368,7 @@ public enum FlashEngine {
                                 tileStart: start, tileKeys: count, scores: scratch.scoresT)
                 // fp16 P·V without dropout takes P from the softmax step straight
                 // in fp16 (P is never stored in fp32).
-                let halfSoftmax = halfValues && options.dropoutP == 0
+                let halfSoftmax = blockHalf && options.dropoutP == 0
                 if !halfSoftmax {
                     for chunk in 0..<activeChunks {
                         updateSoftmax(block.states, chunk: chunk, scores: scratch.scoresT, tileKeys: count)
@@ -366,7 +378,7 @@ public enum FlashEngine {
                     applyDropout(unit, options: options, rowStart: rowStart, activeChunks: activeChunks, tileStart: start,
                                  tileKeys: count, probabilities: scratch.scoresT)
                 }
-                if halfValues {
+                if blockHalf {
                     #if ATTNKIT_AVX512
                     if halfSoftmax {
                         attn_shim_softmax_f16(scratch.scoresT, count, activeChunks, block.states.rowMax, block.states.rowSum,
@@ -378,7 +390,7 @@ public enum FlashEngine {
                                      count, block.states.rescale)
                     #endif
                 } else if rowwise {
-                    if valuesFinite {
+                    if blockFinite {
                         accumulateValuesRows(outRows: block.outT, rows: rows, valueDim: valueDim, probabilities: scratch.scoresT,
                                              values: values, keys: count, rescale: block.states.rescale)
                     } else {
@@ -386,10 +398,10 @@ public enum FlashEngine {
                                                          valueDim: valueDim, probabilities: scratch.scoresT, values: values,
                                                          keys: count, rescale: block.states.rescale)
                     }
-                } else if valuesFinite && activeChunks == 1 {
+                } else if blockFinite && activeChunks == 1 {
                     accumulateValuesNarrow(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
                                            values: values, keys: count, rescale: block.states.rescale)
-                } else if valuesFinite {
+                } else if blockFinite {
                     accumulateValues(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
                                      values: values, keys: count, rescale: block.states.rescale)
                 } else {
@@ -465,8 +477,8 @@ public enum FlashEngine {
         if count == 16 && colStride == 1 {
             let raw = UnsafeRawPointer(from)
             if E.self == Float.self { return raw.loadUnaligned(as: SIMD16<Float>.self) }
-            if E.self == Int8.self {   // int8 KV cache levels: sign-extend, convert
-                return SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: raw.loadUnaligned(as: SIMD16<Int8>.self)))
+            if E.self == Int8.self {   // int8 KV cache levels: vpmovsxbd, vcvtdq2ps
+                return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw.loadUnaligned(as: SIMD2<Int64>.self)))
             }
             // vcvtph2ps, or bf16 widened by a 16-bit shift.
             if E.self == Float16.self { return _mm512_cvtph_ps(raw.loadUnaligned(as: SIMD4<Int64>.self)) }
@@ -479,9 +491,17 @@ public enum FlashEngine {
         if count == 16 && colStride == 1 {
             let raw = UnsafeRawPointer(from)
             if E.self == Float.self { return raw.loadUnaligned(as: SIMD16<Float>.self) }
-            if E.self == Int8.self {   // int8 KV cache levels: sign-extend, convert
-                return SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: raw.loadUnaligned(as: SIMD16<Int8>.self)))
+            #if ATTNKIT_AVX2
+            if E.self == Int8.self {   // int8 KV cache levels: vpmovsxbd, vcvtdq2ps, 8 at a time
+                let low: SIMD8<Float> = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw.loadUnaligned(as: SIMD2<Int64>.self)))
+                let high: SIMD8<Float> = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(   // 8 bytes: no read past the 16
+                    SIMD2<Int64>(raw.loadUnaligned(fromByteOffset: 8, as: Int64.self), 0)))
+                return SIMD16(lowHalf: low, highHalf: high)
             }
+            #endif
+            // (The portable build converts int8 lane by lane below: the standard
+            // library's generic vector conversions are specializations every tier
+            // shares under one symbol; KernelMath.swift says why that matters.)
             // bf16 is the high half of an fp32: widen and shift.
             if E.self == BFloat16.self {
                 let bits = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(as: SIMD16<UInt16>.self)) &<< 16

@@ -135,8 +135,12 @@ typedef struct {
 static fz_buffer fz_buffers[FZ_MAX_BUFFERS];
 static int fz_buffer_count;
 
+/* The harness's own description of the call (its scalar options), printed on a failure. */
+static void (*fz_describe)(void);
+
 static inline void fz_fail(const char *what, const char *detail) {
     fprintf(stderr, "attnkit fuzz oracle: %s: %s (last error: %s)\n", what, detail, attn_last_error());
+    if (fz_describe) fz_describe();
     for (int i = 0; i < fz_buffer_count; i++) {
         const attn_tensor *t = fz_buffers[i].tensor;
         fprintf(stderr, "  %s: dtype %d data %s shape [", fz_buffers[i].name, t->dtype, t->data ? "set" : "NULL");
@@ -318,9 +322,15 @@ static inline void fz_compare_rerun(int threads_first, int threads_second) {
     for (int i = 0; i < fz_buffer_count; i++) {
         if (!fz_saved[i]) continue;
         if (memcmp(fz_saved[i], fz_buffers[i].raw, fz_buffers[i].span_bytes + 2 * FZ_GUARD) != 0) {
-            char detail[160];
-            snprintf(detail, sizeof detail, "%s differs between %d and %d threads", fz_buffers[i].name, threads_first,
-                     threads_second);
+            char detail[240];
+            size_t at = 0;
+            while (fz_saved[i][at] == fz_buffers[i].raw[at]) at++;
+            size_t size = fz_dtype_size(fz_buffers[i].tensor->dtype);
+            size_t element = (at - FZ_GUARD) / size * size + FZ_GUARD;
+            snprintf(detail, sizeof detail, "%s differs between %d and %d threads at byte %zu: %.9g vs %.9g",
+                     fz_buffers[i].name, threads_first, threads_second, at - FZ_GUARD,
+                     fz_load(fz_saved[i] + element, fz_buffers[i].tensor->dtype),
+                     fz_load(fz_buffers[i].raw + element, fz_buffers[i].tensor->dtype));
             fz_fail("determinism", detail);
         }
         free(fz_saved[i]);

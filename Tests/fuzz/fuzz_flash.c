@@ -105,6 +105,15 @@ static void check_reference(const flash_call *c) {
     free(scores);
 }
 
+static flash_call *described;
+static void describe(void) {
+    const attn_flash_params *p = &described->params;
+    fprintf(stderr, "  params: causal %d has_scale %d scale %g window (%lld, %lld) softcap %g dropout %g seed %llu "
+                    "max_seqlen (%lld, %lld) dmask %d\n", p->causal, p->has_scale, p->softmax_scale,
+            (long long)p->window_left, (long long)p->window_right, p->softcap, p->dropout_p,
+            (unsigned long long)p->seed, (long long)p->max_seqlen_q, (long long)p->max_seqlen_k, described->has_dmask);
+}
+
 static attn_status call_flash(flash_call *c) {
     const attn_tensor *lse = c->has_lse ? &c->lse : NULL, *slopes = c->has_slopes ? &c->slopes : NULL;
 #ifdef FZ_VARLEN
@@ -123,6 +132,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < size && i < 64; i++) in.fill_state = in.fill_state * 131 + data[i];
     static flash_call c;
     memset(&c, 0, sizeof c);
+    described = &c;
+    fz_describe = describe;
     fz_broken = "";
     fz_no_reference = 0;
 

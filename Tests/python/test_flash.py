@@ -213,3 +213,24 @@ def test_dropout_is_seeded():
     attnkit.manual_seed(3)
     assert torch.equal(first, attnkit.flash_attn_func(q, k, v, dropout_p=0.25))
     assert not torch.equal(first, attnkit.flash_attn_func(q, k, v))
+
+
+def test_a_nan_in_keys_a_block_never_attends_does_not_change_its_bits_with_the_thread_count():
+    """Found by Tests/fuzz (fuzz_flash): a tile whose V held a NaN for keys only one block attends sent
+    every block of that tile down the slow P·V path. Tasks group blocks differently for each thread
+    count, so the last row's bits depended on the thread count. The path is now chosen per block."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 65, 6, 8), torch.randn(3, 65, 2, 8), torch.randn(3, 65, 2, 8)
+    v[:, 10] = float("nan")   # attended by rows 10..13 only (window 3, causal)
+    previous = attnkit.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2, 3):
+            attnkit.set_num_threads(threads)
+            outs.append(attnkit.flash_attn_func(q, k, v, causal=True, window_size=(3, 3), softcap=16.5,
+                                                softmax_scale=-0.25))
+    finally:
+        attnkit.set_num_threads(previous)
+    assert outs[0][:, 14:].isfinite().all()
+    for other in outs[1:]:
+        assert torch.equal(outs[0].nan_to_num(7.0), other.nan_to_num(7.0))
