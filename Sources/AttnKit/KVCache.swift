@@ -56,9 +56,6 @@ public struct KVCacheAttention {
         alibiSlopes: FlashAttention.Slopes? = nil, out: MutableStridedTensor<E>, lse: MutableStridedTensor<Float>? = nil,
         threads: Int = ThreadSettings.numThreads
     ) throws {
-        guard E.self != Double.self else {
-            throw AttnError.dtype(argument: "q.dtype", rule: "must be f32, f16 or bf16 for the KV-cache path (as flash-attn), got f64")
-        }
         let plan = try check(q: q, kCache: kCache, vCache: vCache, k: k, v: v, rotaryCos: rotaryCos, rotarySin: rotarySin,
                              cacheSeqlens: cacheSeqlens, cacheBatchIndex: cacheBatchIndex, cacheLeftpad: cacheLeftpad,
                              blockTable: blockTable, alibiSlopes: alibiSlopes, out: out, lse: lse)
@@ -83,9 +80,6 @@ public struct KVCacheAttention {
         alibiSlopes: FlashAttention.Slopes? = nil, out: MutableStridedTensor<E>, lse: MutableStridedTensor<Float>? = nil,
         threads: Int = ThreadSettings.numThreads
     ) throws {
-        guard E.self != Double.self else {
-            throw AttnError.dtype(argument: "q.dtype", rule: "must be f32, f16 or bf16 for the KV-cache path (as flash-attn), got f64")
-        }
         let plan = try check(q: q, kCache: kCache, vCache: vCache, k: k, v: v, rotaryCos: rotaryCos, rotarySin: rotarySin,
                              cacheSeqlens: cacheSeqlens, cacheBatchIndex: cacheBatchIndex, cacheLeftpad: cacheLeftpad,
                              blockTable: blockTable, alibiSlopes: alibiSlopes, out: out, lse: lse)
@@ -151,6 +145,9 @@ public struct KVCacheAttention {
         cacheSeqlens: [Int], cacheBatchIndex: [Int]?, cacheLeftpad: [Int]?, blockTable: BlockTable?,
         alibiSlopes: FlashAttention.Slopes?, out: MutableStridedTensor<E>, lse: MutableStridedTensor<Float>?
     ) throws -> Plan {
+        guard E.self != Double.self else {
+            throw AttnError.dtype(argument: "q.dtype", rule: "must be f32, f16 or bf16 for the KV-cache path (as flash-attn), got f64")
+        }
         let layout = "(batch, seq, heads, head_dim)"
         try requireRank("q", q.shape, 4, layout)
         let cacheLayout = blockTable == nil ? "(batch_cache, seq_cache, heads_k, head_dim)" : "(num_blocks, page_block_size, heads_k, head_dim)"

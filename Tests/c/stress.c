@@ -1,6 +1,7 @@
 /* Concurrency stress for the thread-sanitizer build (scripts/sanitize.sh):
  * 8 threads, each making 25 calls of differing shapes (SDPA with and without
- * dropout, fixed-length flash, varlen), while some threads also change the
+ * dropout, fixed-length flash, varlen, KV-cache decoding over a shared
+ * read-only cache in three splits), while some threads also change the
  * thread count. Every result must equal, bitwise, the same call made alone on
  * one thread beforehand. Prints "stress: N passed, M failed". */
 #include <attnkit.h>
@@ -9,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { THREADS = 8, CALLS = 25, KINDS = 4, MAXN = 2 * 4 * 70 * 16 };
+enum { THREADS = 8, CALLS = 25, KINDS = 5, MAXN = 2 * 4 * 70 * 16 };
 
 static float inputs[3][MAXN];
 static float expected[KINDS][MAXN];
@@ -30,6 +31,16 @@ static attn_status call(int kind, float *out) {
         attn_tensor q = t4(inputs[0], 2, 4, 70, 16), k = t4(inputs[1], 2, 4, 70, 16), v = t4(inputs[2], 2, 4, 70, 16);
         attn_tensor o = t4(out, 2, 4, 70, 16);
         return attn_sdpa_forward(&p, &q, &k, &v, NULL, &o);
+    }
+    if (kind == 4) {   /* decoding: q (B2, 1, Hq4, D16) against a cache (2, 70, Hk2, 16) of 33 and 70 tokens */
+        attn_kvcache_params p = {sizeof p, 1, 0, 1, 0.0, -1, -1, 0.0, 3, 0};
+        int32_t lengths[2] = {33, 70};
+        attn_tensor seqlens;
+        memset(&seqlens, 0, sizeof seqlens);
+        seqlens.data = lengths; seqlens.dtype = ATTN_DTYPE_I32; seqlens.rank = 1; seqlens.shape[0] = 2; seqlens.strides[0] = 1;
+        attn_tensor q = t4(inputs[0], 2, 1, 4, 16), k = t4(inputs[1], 2, 70, 2, 16), v = t4(inputs[2], 2, 70, 2, 16);
+        attn_tensor o = t4(out, 2, 1, 4, 16);
+        return attn_flash_kvcache_forward(&p, &q, &k, &v, NULL, NULL, NULL, NULL, &seqlens, NULL, NULL, NULL, NULL, &o, NULL);
     }
     attn_flash_params p;
     memset(&p, 0, sizeof p);
