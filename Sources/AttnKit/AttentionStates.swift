@@ -7,15 +7,19 @@ import Glibc
 /// split-KV decode merges its splits with it, and merge_attention_states
 /// exposes it (cascade and prefix caching, context parallelism).
 public enum AttentionStates {
-    /// Merges online-softmax states [m, l, acc[valueDim]] (m the max score, l
-    /// the sum of e^(s − m), acc the unnormalized Σ e^(s − m)·v) in the given
-    /// order: with M the largest m, out = Σ acc·e^(m − M) / Σ l·e^(m − M) and
-    /// lse = M + log Σ l·e^(m − M). With no key at all, out is 0 and lse +inf.
-    static func mergePartials<E: AttnStorage>(_ states: [UnsafePointer<Float>], valueDim: Int,
-                                             into out: UnsafeMutablePointer<E>, colStride: Int) -> Float {
+    /// Merges `count` online-softmax states [m, l, acc[valueDim]], `stateStride`
+    /// floats apart from `first` (m the max score, l the sum of e^(s − m), acc the
+    /// unnormalized Σ e^(s − m)·v), in order: with M the largest m, out = Σ acc·e^(m − M)
+    /// / Σ l·e^(m − M) and lse = M + log Σ l·e^(m − M). With no key at all, out is 0
+    /// and lse +inf. The weighted sum is gathered in the first state's acc (the
+    /// states are scratch), so nothing is allocated per row.
+    static func mergePartials<E: AttnStorage>(first: UnsafeMutablePointer<Float>, count: Int, stateStride: Int,
+                                             valueDim: Int, into out: UnsafeMutablePointer<E>, colStride: Int) -> Float {
         var top = -Float.infinity
         var sawNaN = false
-        for state in states where state[1] > 0 || state[0].isNaN {
+        for index in 0..<count {
+            let state = first + index &* stateStride
+            guard state[1] > 0 || state[0].isNaN else { continue }
             if state[0].isNaN { sawNaN = true } else { top = Swift.max(top, state[0]) }
         }
         if sawNaN {
@@ -26,18 +30,21 @@ public enum AttentionStates {
             for e in 0..<valueDim { out[e &* colStride] = E.fromFloat(0) }
             return .infinity
         }
+        // total[e] = Σ over states with keys of acc[e]·e^(m − M), in state order, into first's acc.
         var sum: Float = 0
-        var weights = [Float](repeating: 0, count: states.count)
-        for (index, state) in states.enumerated() where state[1] > 0 {
-            weights[index] = expf(state[0] - top)
-            sum += state[1] * weights[index]
+        let total = first + 2
+        for index in 0..<count {
+            let state = first + index &* stateStride
+            let weight: Float = state[1] > 0 ? expf(state[0] - top) : 0
+            sum += state[1] * weight
+            if index == 0 {
+                for e in 0..<valueDim { total[e] = weight != 0 ? state[2 &+ e] * weight : 0 }
+            } else if weight != 0 {
+                for e in 0..<valueDim { total[e] += state[2 &+ e] * weight }
+            }
         }
         let inverse = 1 / sum
-        for e in 0..<valueDim {
-            var total: Float = 0
-            for (index, state) in states.enumerated() where weights[index] != 0 { total += state[2 &+ e] * weights[index] }
-            out[e &* colStride] = E.fromFloat(total * inverse)
-        }
+        for e in 0..<valueDim { out[e &* colStride] = E.fromFloat(total[e] * inverse) }
         return top + logf(sum)
     }
 

@@ -92,7 +92,7 @@ enum DecodeAttention {
         try KernelDispatch.runDecode(problem, tasks: tasks, partials: partials.pointer, threads: threads)
 
         // Merge each sequence's splits in split order, per (KV head, query row).
-        let partialBase = UnsafePointer(partials.pointer)
+        let partialBase = partials.pointer
         let taskRows = plan.keyHeads * rows
         parallelFor(count: plan.batch * plan.keyHeads, threads: threads) { pair, _ in
             let b = pair / plan.keyHeads, kvHead = pair % plan.keyHeads
@@ -100,9 +100,9 @@ enum DecodeAttention {
                 let g = r / plan.queries, i = r % plan.queries, h = kvHead * group + g
                 let target = out.data + (b * out.strides[0] + i * out.strides[1] + h * out.strides[2])
                 let row = kvHead * rows + r
-                let states = (0..<taskCounts[b]).map { partialBase + ((firstTask[b] + $0) * taskRows + row) * width }
-                let logSumExp = AttentionStates.mergePartials(states, valueDim: plan.valueDim, into: target,
-                                                              colStride: out.strides[3])
+                let logSumExp = AttentionStates.mergePartials(
+                    first: partialBase + (firstTask[b] * taskRows + row) * width, count: taskCounts[b],
+                    stateStride: taskRows * width, valueDim: plan.valueDim, into: target, colStride: out.strides[3])
                 if let lse { lse.data[b * lse.strides[0] + h * lse.strides[1] + i * lse.strides[2]] = logSumExp }
             }
         }

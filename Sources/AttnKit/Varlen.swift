@@ -89,21 +89,9 @@ public func readIndexValues(_ name: String, int32: StridedTensor<Int32>?, int64:
         try requireAllocatable(count, of: Int.self)
         var values: [Int] = []
         values.reserveCapacity(count)
-        if count > 0 {
-            var index = [Int](repeating: 0, count: rank)
-            outer: while true {
-                var offset = 0
-                for axis in 0..<rank { offset += index[axis] * tensor.strides[axis] }
-                values.append(Int(truncatingIfNeeded: tensor.data[offset]))
-                var axis = rank - 1
-                while axis >= 0 {
-                    index[axis] += 1
-                    if index[axis] < tensor.shape[axis] { continue outer }
-                    index[axis] = 0
-                    axis -= 1
-                }
-                break
-            }
+        // Row-major, through the strides: the walk quantization uses too.
+        PerTensorQuantization.forEachOffset(tensor.shape, tensor.strides, tensor.strides) { offset, _ in
+            values.append(Int(truncatingIfNeeded: tensor.data[offset]))
         }
         return (tensor.shape, values)
     }

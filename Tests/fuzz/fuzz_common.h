@@ -338,6 +338,26 @@ static inline void fz_compare_rerun(int threads_first, int threads_second) {
     }
 }
 
+/* Set for calls whose descriptors claim more than their buffers hold (the
+ * huge-but-empty ones): the reference must not walk their inputs. */
+static int fz_no_reference;
+
+/* What the harness broke on purpose, for the failure message. */
+static const char *fz_broken = "";
+
+/* The status oracles: a call broken on purpose must be rejected cleanly; any
+ * other must succeed and write only output elements. Returns whether it succeeded. */
+static inline int fz_outcome(attn_status status, int must_reject) {
+    if (must_reject) {
+        if (status == ATTN_OK) fz_fail("accepted an invalid call", fz_broken);
+        fz_check_rejected(status);
+        return 0;
+    }
+    if (status != ATTN_OK) fz_fail("rejected a valid call", attn_status_string(status));
+    fz_check_buffers(1, "accepted call");
+    return 1;
+}
+
 /* Runs `call` (an expression giving attn_status) with the oracles:
  *   must_reject: the harness broke a rule on purpose, so the call must fail;
  *   otherwise the call must succeed, and a second run at another thread count
@@ -348,13 +368,7 @@ static inline void fz_compare_rerun(int threads_first, int threads_second) {
         int threads_second = threads_first == 1 ? 2 : 1;                            \
         attn_set_num_threads(threads_first);                                        \
         fz_snapshot();                                                              \
-        attn_status status = (call);                                                \
-        if (must_reject) {                                                          \
-            if (status == ATTN_OK) fz_fail("accepted an invalid call", fz_broken);  \
-            fz_check_rejected(status);                                              \
-        } else {                                                                    \
-            if (status != ATTN_OK) fz_fail("rejected a valid call", attn_status_string(status)); \
-            fz_check_buffers(1, "accepted call");                                   \
+        if (fz_outcome((call), (must_reject))) {                                    \
             if (!fz_no_reference) reference;                                        \
             fz_save_outputs();                                                      \
             attn_set_num_threads(threads_second);                                   \
@@ -376,12 +390,6 @@ static inline void fz_give_data_to_all(void) {
         if (!fz_buffers[i].tensor->data) fz_buffers[i].tensor->data = fz_buffers[i].raw + FZ_GUARD;
 }
 
-/* Set for calls whose descriptors claim more than their buffers hold (the
- * huge-but-empty ones): the reference must not walk their inputs. */
-static int fz_no_reference;
-
-/* What the harness broke on purpose, for the failure message. */
-static const char *fz_broken = "";
 
 /* ---- The fp64 reference ---- */
 
