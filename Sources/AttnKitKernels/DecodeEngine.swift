@@ -26,9 +26,11 @@ package enum DecodeEngine {
         let workers = Swift.max(1, Swift.min(threads, tasks.count))
         let scores = try PerWorker<Float>(workers: workers, count: rows &* blockKeys)
         defer { scores.deallocate() }
+        let offsets = try PerWorker<Int>(workers: workers, count: 2 &* blockKeys)
+        defer { offsets.deallocate() }
         tasks.withUnsafeBufferPointer { list in
             parallelFor(count: list.count, threads: threads) { index, worker in
-                runTask(problem, list[index], partials: partials, scores: scores[worker])
+                runTask(problem, list[index], partials: partials, scores: scores[worker], offsets: offsets[worker])
             }
         }
     }
@@ -37,7 +39,8 @@ package enum DecodeEngine {
     /// per (KV head, query row) R = kvHead·rowsPerTask + r: [m, l, acc[0 ..< valueDim]].
     @inline(__always)
     static func runTask<E: AttnStorage>(_ p: DecodeProblem<E>, _ task: DecodeTask, partials: UnsafeMutablePointer<Float>,
-                                        scores: UnsafeMutablePointer<Float>) {
+                                        scores: UnsafeMutablePointer<Float>, offsets: UnsafeMutablePointer<Int>) {
+        let valueOffsets = offsets, valueScaleOffsets = offsets + blockKeys
         let rowsPerHead = p.rowsPerTask, rows = p.keyHeads &* rowsPerHead, width = p.valueDim &+ 2
         let state = partials + task.partial &* rows &* width
         for r in 0..<rows {
@@ -53,6 +56,12 @@ package enum DecodeEngine {
         let valueHeadStride = p.valueStrides.2
         let hasSlopes = !p.slopes.isEmpty, softcap = p.softcap
         let windowLeft = p.windowLeft, windowRight = p.windowRight
+        // Whether the window excludes any (row, key) of this split; if not, and
+        // without softcap or ALiBi, a score is just the scaled dot.
+        let windowed = task.keyStart < task.keyEnd
+            && ((windowRight >= 0 && task.keyEnd &- 1 &- diagonal > windowRight)
+                || (windowLeft >= 0 && queries &- 1 &+ diagonal &- task.keyStart > windowLeft))
+        let plain = !(softcap > 0) && !hasSlopes && !windowed
         var blockStart = task.keyStart
         while blockStart < task.keyEnd {
             let count = Swift.min(blockKeys, task.keyEnd &- blockStart)
@@ -61,6 +70,18 @@ package enum DecodeEngine {
                 let key = blockStart &+ jj
                 let position = leftpad &+ key
                 let keyRows = p.keys + p.rowOffset(sequence: task.sequence, position: position, head: 0, strides: p.keyStrides)
+                // The hardware prefetchers lose the stream at page boundaries (a
+                // position's heads span a page, and a paged cache jumps): ask for this
+                // position's V rows, read after the block's scores, and for the K rows
+                // one block ahead.
+                if key &+ blockKeys < task.keyEnd {
+                    prefetchHeads(p.values + p.rowOffset(sequence: task.sequence, position: position &+ blockKeys, head: 0,
+                                                         strides: p.valueStrides),
+                                  heads: p.keyHeads, headStride: valueHeadStride, colStride: valueColumn, width: p.valueDim)
+                    prefetchHeads(p.keys + p.rowOffset(sequence: task.sequence, position: position &+ blockKeys, head: 0,
+                                                       strides: p.keyStrides),
+                                  heads: p.keyHeads, headStride: keyHeadStride, colStride: keyColumn, width: p.headDim)
+                }
                 // int8 caches: this position's K scales, head by head.
                 let keyScales = p.keyScales.map { $0 + p.scaleOffset(sequence: task.sequence, position: position,
                                                                       strides: p.keyScaleStrides) }
@@ -72,6 +93,7 @@ package enum DecodeEngine {
                     let keyScale = keyScales.map { $0[kvHead &* p.keyScaleStrides.2] } ?? 1
                     @inline(__always) func store(_ raw: Float, _ r: Int, _ i: Int, _ g: Int) {
                         var score = keyScales == nil ? raw : raw * keyScale
+                        if plain { scores[(firstRow &+ r) &* blockKeys &+ jj] = score; return }
                         if softcap > 0 { score = softcap * tanhf(score / softcap) }
                         let distance = i &+ diagonal &- key
                         if hasSlopes {
@@ -134,27 +156,35 @@ package enum DecodeEngine {
                 s[1] = s[1] * rescale + horizontalSum(sums)
                 if rescale != 1 { scale(s + 2, by: rescale, count: p.valueDim) }
             }
-            // acc[R] += Σ_jj p[R][jj]·V[jj] of R's KV head, position by position, so V
-            // streams in cache order as K did (both are sequential for the hardware
-            // prefetchers); each loaded V slice serves four rows.
+            // acc[R] += Σ_jj p[R][jj]·V[jj] of R's KV head: per KV head and four rows,
+            // 16 value dims at a time stay in registers across the block's keys, so
+            // the accumulator is loaded and stored once per block, not once per key.
+            // The block's V rows of one head (blockKeys·valueDim elements) stay in L1
+            // across the dim chunks.
             for jj in 0..<count {
-                let valueRows = p.values + p.rowOffset(sequence: task.sequence, position: leftpad &+ blockStart &+ jj,
-                                                       head: 0, strides: p.valueStrides)
-                let valueScales = p.valueScales.map { $0 + p.scaleOffset(sequence: task.sequence,
-                                                                          position: leftpad &+ blockStart &+ jj,
-                                                                          strides: p.valueScaleStrides) }
-                for kvHead in 0..<p.keyHeads {
-                    let firstRow = kvHead &* rowsPerHead
-                    var r = 0
-                    while r < rowsPerHead {
-                        let rowCount = Swift.min(4, rowsPerHead &- r)
-                        accumulateRows(state + (firstRow &+ r) &* width + 2, rowStride: width, rows: rowCount,
-                                       weights: scores + ((firstRow &+ r) &* blockKeys &+ jj),
-                                       value: valueRows + kvHead &* valueHeadStride,
-                                       valueScale: valueScales.map { $0[kvHead &* p.valueScaleStrides.2] } ?? 1,
-                                       colStride: valueColumn, count: p.valueDim)
-                        r &+= rowCount
+                let position = leftpad &+ blockStart &+ jj
+                valueOffsets[jj] = p.rowOffset(sequence: task.sequence, position: position, head: 0, strides: p.valueStrides)
+                valueScaleOffsets[jj] = p.valueScales == nil ? 0
+                    : p.scaleOffset(sequence: task.sequence, position: position, strides: p.valueScaleStrides)
+            }
+            for kvHead in 0..<p.keyHeads {
+                let firstRow = kvHead &* rowsPerHead
+                let headValues = p.values + kvHead &* valueHeadStride
+                if let valueScales = p.valueScales {
+                    // int8 V: each key's scale folds into its nonzero weights (zero stays zero, even for a NaN scale).
+                    let headScales = valueScales + kvHead &* p.valueScaleStrides.2
+                    for r in 0..<rowsPerHead {
+                        let row = scores + (firstRow &+ r) &* blockKeys
+                        for jj in 0..<count where row[jj] != 0 { row[jj] *= headScales[valueScaleOffsets[jj]] }
                     }
+                }
+                var r = 0
+                while r < rowsPerHead {
+                    let rowCount = Swift.min(4, rowsPerHead &- r)
+                    accumulateBlock(state + (firstRow &+ r) &* width + 2, rowStride: width, rows: rowCount,
+                                    weights: scores + (firstRow &+ r) &* blockKeys, keys: count,
+                                    values: headValues, offsets: valueOffsets, colStride: valueColumn, count: p.valueDim)
+                    r &+= rowCount
                 }
             }
             blockStart &+= count
@@ -168,6 +198,17 @@ package enum DecodeEngine {
         let base = UnsafeRawPointer(start)
         var offset = 0
         while offset < bytes { attn_shim_prefetch_l2(base + offset); offset &+= 64 }
+    }
+
+    /// Prefetches the rows of `heads` heads of one position (unit-stride rows only).
+    @inline(__always)
+    static func prefetchHeads<E>(_ row: UnsafePointer<E>, heads: Int, headStride: Int, colStride: Int, width: Int) {
+        guard colStride == 1 else { return }
+        if headStride == width {
+            prefetch(row, elements: heads &* width)
+        } else {
+            for head in 0..<heads { prefetch(row + head &* headStride, elements: width) }
+        }
     }
 
     /// Σ_d q[d]·k[d], the query in fp32, the key row in the cache dtype.
@@ -234,39 +275,74 @@ package enum DecodeEngine {
         return v
     }
 
-    /// acc[t][e] += weights[t·blockKeys]·valueScale·value[e] for t < rows (1...4). A zero
-    /// weight skips its row, so an excluded key's NaN or Inf value never reaches it.
+    /// acc[t][e] += Σ_jj weights[t·blockKeys + jj]·value[offsets[jj] + e·colStride] for t < rows (1...4),
+    /// keys in order. Sixteen dims of the rows' accumulators stay in registers across
+    /// the keys. A zero weight skips its row, so an excluded key's NaN or Inf value
+    /// never reaches it; keys every row weighs take the branch-free loop.
     @inline(__always)
-    static func accumulateRows<E: AttnStorage>(_ acc: UnsafeMutablePointer<Float>, rowStride: Int, rows: Int,
-                                               weights: UnsafePointer<Float>, value: UnsafePointer<E>, valueScale: Float,
-                                               colStride: Int, count: Int) {
-        var x0 = weights[0], x1 = rows > 1 ? weights[blockKeys] : 0
-        var x2 = rows > 2 ? weights[2 &* blockKeys] : 0, x3 = rows > 3 ? weights[3 &* blockKeys] : 0
-        if x0 == 0 && x1 == 0 && x2 == 0 && x3 == 0 { return }
-        if valueScale != 1 {   // int8 V: the row's scale folds into the nonzero weights (zero stays zero, even for a NaN scale)
-            if x0 != 0 { x0 *= valueScale }
-            if x1 != 0 { x1 *= valueScale }
-            if x2 != 0 { x2 *= valueScale }
-            if x3 != 0 { x3 *= valueScale }
-        }
-        let w0 = SIMD16(repeating: x0), w1 = SIMD16(repeating: x1), w2 = SIMD16(repeating: x2), w3 = SIMD16(repeating: x3)
-        let acc1 = acc + rowStride, acc2 = acc1 + rowStride, acc3 = acc2 + rowStride
-        var e = 0
-        while e &+ 16 <= count {
-            let v = FlashEngine.loadRow16(value + e &* colStride, colStride: colStride, count: 16)
-            if x0 != 0 { store16(multiplyAdd(w0, v, load16(acc + e)), acc + e) }
-            if x1 != 0 { store16(multiplyAdd(w1, v, load16(acc1 + e)), acc1 + e) }
-            if x2 != 0 { store16(multiplyAdd(w2, v, load16(acc2 + e)), acc2 + e) }
-            if x3 != 0 { store16(multiplyAdd(w3, v, load16(acc3 + e)), acc3 + e) }
-            e &+= 16
-        }
-        while e < count {
-            let x = E.toFloat(value[e &* colStride])
-            if x0 != 0 { acc[e] += x0 * x }
-            if x1 != 0 { acc1[e] += x1 * x }
-            if x2 != 0 { acc2[e] += x2 * x }
-            if x3 != 0 { acc3[e] += x3 * x }
-            e &+= 1
+    static func accumulateBlock<E: AttnStorage>(_ acc: UnsafeMutablePointer<Float>, rowStride: Int, rows: Int,
+                                                weights: UnsafePointer<Float>, keys: Int, values: UnsafePointer<E>,
+                                                offsets: UnsafePointer<Int>, colStride: Int, count: Int) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 &* blockKeys) { buffer in
+            withUnsafeTemporaryAllocation(of: Bool.self, capacity: blockKeys) { denseBuffer in
+                // The rows' weights side by side per key, zero for rows past `rows`.
+                let w = buffer.baseAddress!, dense = denseBuffer.baseAddress!
+                var anyWeight = false
+                for jj in 0..<keys {
+                    var all = true
+                    for t in 0..<4 {
+                        let x: Float = t < rows ? weights[t &* blockKeys &+ jj] : 0
+                        w[jj &* 4 &+ t] = x
+                        if t < rows { all = all && x != 0; anyWeight = anyWeight || x != 0 }
+                    }
+                    dense[jj] = all
+                }
+                if !anyWeight { return }
+                let acc1 = acc + (rows > 1 ? rowStride : 0), acc2 = acc + (rows > 2 ? 2 &* rowStride : 0)
+                let acc3 = acc + (rows > 3 ? 3 &* rowStride : 0)
+                var e = 0
+                // The loop is written once and instantiated for unit-stride rows (a plain
+                // vector load per key, no stride test in the loop) and for any stride.
+                @inline(__always) func chunks(_ stride: Int) {
+                    while e &+ 16 <= count {
+                        var a0 = load16(acc + e), a1 = load16(acc1 + e), a2 = load16(acc2 + e), a3 = load16(acc3 + e)
+                        for jj in 0..<keys {
+                            let v = FlashEngine.loadRow16(values + (offsets[jj] &+ e &* stride), colStride: stride, count: 16)
+                            let x = w + jj &* 4
+                            if dense[jj] {
+                                a0 = multiplyAdd(SIMD16(repeating: x[0]), v, a0)
+                                a1 = multiplyAdd(SIMD16(repeating: x[1]), v, a1)
+                                a2 = multiplyAdd(SIMD16(repeating: x[2]), v, a2)
+                                a3 = multiplyAdd(SIMD16(repeating: x[3]), v, a3)
+                            } else {
+                                if x[0] != 0 { a0 = multiplyAdd(SIMD16(repeating: x[0]), v, a0) }
+                                if x[1] != 0 { a1 = multiplyAdd(SIMD16(repeating: x[1]), v, a1) }
+                                if x[2] != 0 { a2 = multiplyAdd(SIMD16(repeating: x[2]), v, a2) }
+                                if x[3] != 0 { a3 = multiplyAdd(SIMD16(repeating: x[3]), v, a3) }
+                            }
+                        }
+                        // Rows past `rows` alias row 0 and are stored first, so row 0's store wins.
+                        if rows > 3 { store16(a3, acc3 + e) }
+                        if rows > 2 { store16(a2, acc2 + e) }
+                        if rows > 1 { store16(a1, acc1 + e) }
+                        store16(a0, acc + e)
+                        e &+= 16
+                    }
+                }
+                if colStride == 1 { chunks(1) } else { chunks(colStride) }
+                while e < count {
+                    let targets = (acc + e, acc1 + e, acc2 + e, acc3 + e)
+                    for jj in 0..<keys {
+                        let v = E.toFloat(values[offsets[jj] &+ e &* colStride])
+                        let x = w + jj &* 4
+                        if x[0] != 0 { targets.0.pointee += x[0] * v }
+                        if rows > 1 && x[1] != 0 { targets.1.pointee += x[1] * v }
+                        if rows > 2 && x[2] != 0 { targets.2.pointee += x[2] * v }
+                        if rows > 3 && x[3] != 0 { targets.3.pointee += x[3] * v }
+                    }
+                    e &+= 1
+                }
+            }
         }
     }
 

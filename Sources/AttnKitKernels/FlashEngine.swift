@@ -503,6 +503,15 @@ public enum FlashEngine {
             // library's generic vector conversions are specializations every tier
             // shares under one symbol; KernelMath.swift says why that matters.)
             // bf16 is the high half of an fp32: widen and shift.
+            #if ATTNKIT_AVX2
+            if E.self == BFloat16.self {   // vpmovzxwd, vpslld, 8 at a time
+                let low = _mm256_slli_epi32(_mm256_cvtepu16_epi32(raw.loadUnaligned(as: SIMD2<Int64>.self)), 16)
+                let high = _mm256_slli_epi32(_mm256_cvtepu16_epi32(raw.loadUnaligned(fromByteOffset: 16,
+                                                                                      as: SIMD2<Int64>.self)), 16)
+                return SIMD16(lowHalf: unsafeBitCast(low, to: SIMD8<Float>.self),
+                              highHalf: unsafeBitCast(high, to: SIMD8<Float>.self))
+            }
+            #endif
             if E.self == BFloat16.self {
                 let bits = SIMD16<UInt32>(truncatingIfNeeded: raw.loadUnaligned(as: SIMD16<UInt16>.self)) &<< 16
                 return unsafeBitCast(bits, to: SIMD16<Float>.self)
