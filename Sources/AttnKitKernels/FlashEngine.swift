@@ -217,46 +217,26 @@ public enum FlashEngine {
 
     /// Query blocks firstBlock ..< firstBlock + blockCount of one unit. Key tiles
     /// are [t·keysPerTile, (t+1)·keysPerTile); each is gathered once and every
-    /// block takes the part of it that its rows may see.
+    /// block takes the part of it that its rows may see, through its score path
+    /// and its P·V path (FlashBlockPaths.swift).
     static func runTask<E: AttnStorage>(_ unit: AttentionUnit<E>, firstBlock: Int, blockCount: Int,
                                         options: AttentionOptions, scratch: TileScratch) {
         let dim = options.headDim, valueDim = options.valueDim
-        let paddedDim = (dim + 15) & ~15
-        let groups = (dim + 3) / 4
         var taskLow = Int.max, taskHigh = Int.min
         // Query rows that are not back to back (a (B, S, H, D) layout puts one head's
         // rows a page apart) miss the hardware prefetchers: each block asks for the
         // next block's rows while it packs its own.
         let prefetchesQuery = !(unit.q.colStride == 1 && unit.q.rowStride == dim)
         for slot in 0..<blockCount {
-            let rowStart = (firstBlock + slot) * rowsPerTask
-            let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
+            let shape = BlockShape(unit, block: firstBlock + slot)
             if prefetchesQuery && slot + 1 < blockCount {
-                let nextStart = rowStart + rowsPerTask
+                let nextStart = shape.rowStart + rowsPerTask
                 prefetchRows(unit.q, start: nextStart, count: Swift.min(rowsPerTask, unit.queries - nextStart), width: dim)
             }
-            let range = blockKeys(unit, options: options, rowStart: rowStart)
+            let range = blockKeys(unit, options: options, rowStart: shape.rowStart)
             if !range.isEmpty { taskLow = Swift.min(taskLow, range.lowerBound); taskHigh = Swift.max(taskHigh, range.upperBound) }
             let block = scratch.block(slot)
-            if let source = unit.int8QuerySource {
-                packQueryPrequantized(source, rowStart: rowStart, rows: rows, dim: dim, groups: groups,
-                                      softmaxScale: options.scale, into: block.int8Query, rowScales: block.int8RowScales)
-            } else if unit.int8Keys != nil {
-                packQueryInt8(unit, rowStart: rowStart, rows: rows, dim: dim, groups: groups, mode: options.int8Query,
-                              softmaxScale: options.scale, into: block.int8Query, rowScales: block.int8RowScales)
-            } else if usesBF16Dots(unit) {
-                #if ATTNKIT_AVX512_BF16
-                // The bf16 pairs fit in Qᵀ's fp32 scratch: ceil(D/2) ≤ paddedDim rows of 64 lanes.
-                packQueryPairs(unsafeBitCast(unit, to: AttentionUnit<BFloat16>.self), rowStart: rowStart, rows: rows,
-                               dim: dim, into: UnsafeMutableRawPointer(block.queryT).assumingMemoryBound(to: UInt32.self))
-                #endif
-            } else if usesRowwise(unit, rows: rows, options: options) {
-                packQueryRows(unit, rowStart: rowStart, rows: rows, dim: dim, paddedDim: paddedDim,
-                              scale: options.scale, into: block.queryT)
-            } else {
-                packQueryTransposed(unit, rowStart: rowStart, rows: rows, dim: dim, paddedDim: paddedDim,
-                                    scale: options.scale, into: block.queryT)
-            }
+            packQuery(scorePath(unit, shape, options: options), unit, shape, options: options, into: block)
             block.outT.update(repeating: 0, count: valueDim * rowsPerTask)
             block.states.reset()
         }
@@ -282,20 +262,19 @@ public enum FlashEngine {
             // strides and dtype, the inner loops then read L1-resident, unit-stride rows
             // (a (B, S, H, D) layout would otherwise touch one page per key).
             let valueRows = packRows(unit.v, start: packStart, count: packCount, width: valueDim, into: scratch.values)
-            var keyRows: UnsafePointer<Float>? = nil
-            #if ATTNKIT_AVX512_BF16
-            let keyPairs = UnsafeMutableRawPointer(scratch.keys).assumingMemoryBound(to: UInt32.self)
-            #endif
+            var keys = KeyTile()
             if unit.int8Keys != nil {
                 // Read in place from the quantized keys.
             } else if usesBF16Dots(unit) {
                 #if ATTNKIT_AVX512_BF16
                 // K's bf16 pairs fit in the fp32 key tile: ceil(D/2) ≤ D words per key.
+                let keyPairs = UnsafeMutableRawPointer(scratch.keys).assumingMemoryBound(to: UInt32.self)
                 packKeyPairs(unsafeBitCast(unit.k, to: Strided2D<BFloat16>.self), start: packStart, count: packCount,
                              dim: dim, into: keyPairs)
+                keys.pairs = UnsafePointer(keyPairs)
                 #endif
             } else {
-                keyRows = packRows(unit.k, start: packStart, count: packCount, width: dim, into: scratch.keys)
+                keys.rows = packRows(unit.k, start: packStart, count: packCount, width: dim, into: scratch.keys)
             }
             // V is scanned once per tile for NaN/Inf, which need the slow P·V.
             let valuesFinite: Bool
@@ -314,19 +293,13 @@ public enum FlashEngine {
                 valuesFinite = allFinite(valueRows, count: packCount * valueDim)
             }
             for slot in 0..<blockCount {
-                let rowStart = (firstBlock + slot) * rowsPerTask
-                let range = blockKeys(unit, options: options, rowStart: rowStart)
+                let shape = BlockShape(unit, block: firstBlock + slot)
+                let range = blockKeys(unit, options: options, rowStart: shape.rowStart)
                 let start = Swift.max(packStart, range.lowerBound), end = Swift.min(packEnd, range.upperBound)
                 if start >= end { continue }
                 let offset = start - packStart, count = end - start
                 let values = valueRows + offset &* valueDim
                 let block = scratch.block(slot)
-                // A block of at most 16 rows (a short sequence, decoding, a last
-                // partial block) computes one chunk of 16 rows, not four; the
-                // lanes of the other chunks are never read for it.
-                let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
-                let activeChunks = rows <= 16 ? 1 : chunks
-                let rowwise = usesRowwise(unit, rows: rows, options: options)
                 // Which P·V a block takes depends on its own keys only, never on the
                 // other blocks packed into its tile: tasks group blocks differently
                 // for each thread count (the tail split), and the paths round
@@ -339,87 +312,23 @@ public enum FlashEngine {
                     if options.halfPrecisionValues { blockHalf = largest <= 256 }
                     #endif
                 }
-                if let int8 = unit.int8Keys {
-                    // SageAttention-style: QKᵀ in int8 with int32 sums, then back to fp32.
-                    int8ScoreTile(queryU8: block.int8Query, groups: groups, keys: int8.values + start &* int8.paddedDim,
-                                  keySums: int8.sums + start, keyCount: count, into: scratch.int8Scores,
-                                  dequantize: ScoreScales(rowScales: block.int8RowScales, keyScales: int8.scales + start,
-                                                          scores: scratch.scoresT))
-                } else if usesBF16Dots(unit) {
-                    #if ATTNKIT_AVX512_BF16
-                    let pairCount = (dim + 1) / 2
-                    bf16ScoreTile(queryPairs: UnsafeRawPointer(block.queryT).assumingMemoryBound(to: UInt32.self),
-                                  pairCount: pairCount, keyPairs: keyPairs + offset &* pairCount, keyCount: count,
-                                  scale: options.scale, into: scratch.scoresT)
-                    #endif
-                } else if let keyRows, rowwise {
-                    scoreTileRows(queryRows: block.queryT, rows: rows, dim: dim, paddedDim: paddedDim,
-                                  keys: keyRows + offset &* dim, keyStride: dim, keyCount: count, into: scratch.scoresT)
-                } else if let keyRows {
-                    if activeChunks == 1 {
-                        scoreTileNarrow(queryT: block.queryT, realDim: dim, keys: keyRows + offset &* dim, keyCount: count,
-                                        into: scratch.scoresT)
-                    } else {
-                        scoreTile(queryT: block.queryT, realDim: dim, keys: keyRows + offset &* dim, keyCount: count,
-                                  into: scratch.scoresT)
-                    }
-                }
-                transformScores(unit, options: options, rowStart: rowStart, rows: rows, activeChunks: activeChunks,
-                                tileStart: start, tileKeys: count, scores: scratch.scoresT)
-                // fp16 P·V without dropout takes P from the softmax step straight
-                // in fp16 (P is never stored in fp32).
-                let halfSoftmax = blockHalf && options.dropoutP == 0
-                if !halfSoftmax {
-                    for chunk in 0..<activeChunks {
-                        updateSoftmax(block.states, chunk: chunk, scores: scratch.scoresT, tileKeys: count)
-                    }
-                }
-                if options.dropoutP > 0 {
-                    applyDropout(unit, options: options, rowStart: rowStart, activeChunks: activeChunks, tileStart: start,
-                                 tileKeys: count, probabilities: scratch.scoresT)
-                }
-                if blockHalf {
-                    #if ATTNKIT_AVX512
-                    if halfSoftmax {
-                        attn_shim_softmax_f16(scratch.scoresT, count, activeChunks, block.states.rowMax, block.states.rowSum,
-                                              block.states.rescale, scratch.halfProbabilities)
-                    } else {
-                        attn_shim_f32_to_f16(scratch.scoresT, scratch.halfProbabilities, count &* rowsPerTask)
-                    }
-                    attn_shim_pv_f16(block.outT, valueDim, scratch.halfProbabilities, scratch.halfValues + offset &* valueDim,
-                                     count, block.states.rescale)
-                    #endif
-                } else if rowwise {
-                    if blockFinite {
-                        accumulateValuesRows(outRows: block.outT, rows: rows, valueDim: valueDim, probabilities: scratch.scoresT,
-                                             values: values, keys: count, rescale: block.states.rescale)
-                    } else {
-                        accumulateValuesSkippingExcluded(output: block.outT, rowStep: valueDim, dimStep: 1, rows: rows,
-                                                         valueDim: valueDim, probabilities: scratch.scoresT, values: values,
-                                                         keys: count, rescale: block.states.rescale)
-                    }
-                } else if blockFinite && activeChunks == 1 {
-                    accumulateValuesNarrow(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
-                                           values: values, keys: count, rescale: block.states.rescale)
-                } else if blockFinite {
-                    accumulateValues(outT: block.outT, valueDim: valueDim, probabilities: scratch.scoresT,
-                                     values: values, keys: count, rescale: block.states.rescale)
-                } else {
-                    accumulateValuesSkippingExcluded(output: block.outT, rowStep: 1, dimStep: rowsPerTask, rows: rowsPerTask,
-                                                     valueDim: valueDim, probabilities: scratch.scoresT,
-                                                     values: values, keys: count,
-                                                     rescale: block.states.rescale)
-                }
+                let scores = scorePath(unit, shape, options: options)
+                score(scores, unit, shape, block: block, keys: keys, start: start, offset: offset, count: count,
+                      options: options, scratch: scratch)
+                transformScores(unit, options: options, rowStart: shape.rowStart, rows: shape.rows,
+                                activeChunks: shape.activeChunks, tileStart: start, tileKeys: count,
+                                scores: scratch.scoresT)
+                softmaxAndAccumulate(valuePath(scores, shape, finite: blockFinite, half: blockHalf), unit, shape,
+                                     block: block, values: values, valueOffset: offset, start: start, count: count,
+                                     options: options, scratch: scratch)
             }
         }
         for slot in 0..<blockCount {
-            let rowStart = (firstBlock + slot) * rowsPerTask
-            let block = scratch.block(slot)
-            let rows = Swift.min(rowsPerTask, unit.queries - rowStart)
+            let shape = BlockShape(unit, block: firstBlock + slot)
             // Oᵀ is [valueDim][64]; a row-wise block keeps O as [rows][valueDim].
-            let rowwise = usesRowwise(unit, rows: rows, options: options)
-            finish(unit, options: options, rowStart: rowStart, rows: rows, output: block.outT,
-                   rowStep: rowwise ? valueDim : 1, dimStep: rowwise ? 1 : rowsPerTask, states: block.states)
+            let rowMajor = scorePath(unit, shape, options: options) == .rows
+            finish(unit, options: options, rowStart: shape.rowStart, rows: shape.rows, output: scratch.block(slot).outT,
+                   rowStep: rowMajor ? valueDim : 1, dimStep: rowMajor ? 1 : rowsPerTask, states: scratch.block(slot).states)
         }
     }
 
