@@ -75,7 +75,7 @@ enum DecodeAttention {
         if let table = plan.blockTable { pages = table.entries; pagesPerSequence = table.pagesPerSequence }
         var attentionOptions = AttentionOptions(headDim: plan.headDim, valueDim: plan.valueDim, scale: plan.scale)
         attentionOptions.setSoftcap(options.softcap)
-        var problem = DecodeProblem(
+        let problem = DecodeProblem(
             queries: UnsafePointer(queries.pointer), batch: plan.batch, keyHeads: plan.keyHeads, group: group,
             queriesPerSequence: plan.queries, headDim: plan.headDim, valueDim: plan.valueDim,
             keys: kCache.data, keyStrides: (kCache.strides[0], kCache.strides[1], kCache.strides[2], kCache.strides[3]),
@@ -84,12 +84,10 @@ enum DecodeAttention {
             pagesPerSequence: pagesPerSequence, slopes: plan.slopes, windowLeft: windowLeft, windowRight: windowRight,
             softcap: attentionOptions.softcap)
         if let scales {
-            problem.keyScales = scales.k.data
-            problem.keyScaleStrides = (scales.k.strides[0], scales.k.strides[1], scales.k.strides[2])
-            problem.valueScales = scales.v.data
-            problem.valueScaleStrides = (scales.v.strides[0], scales.v.strides[1], scales.v.strides[2])
+            try Int8Runner.runDecode(problem, scales: scales, tasks: tasks, partials: partials.pointer, threads: threads)
+        } else {
+            try KernelDispatch.runDecode(problem, tasks: tasks, partials: partials.pointer, threads: threads)
         }
-        try KernelDispatch.runDecode(problem, tasks: tasks, partials: partials.pointer, threads: threads)
 
         // Merge each sequence's splits in split order, per (KV head, query row).
         let partialBase = partials.pointer

@@ -244,22 +244,13 @@ public struct FlashAttention {
         let scale = softmaxScale ?? 1 / Double(headDim).squareRoot()
         try AttentionOptions.validateScale(scale, argument: "softmax_scale", computesInFloat: computesInFloat)
         if let int8 {
-            guard computesInFloat else {
-                throw AttnError.dtype(argument: "q.dtype", rule: "must be f32, f16 or bf16 for the int8 path, got f64")
-            }
-            guard dropoutP == 0 else {
-                throw AttnError.invalidArgument(argument: "dropout_p", rule: "must be 0 on the int8 path, got \(dropoutP)")
-            }
-            guard !(int8.smoothK && softcap > 0) else {
-                throw AttnError.invalidArgument(
-                    argument: "smooth_k", rule: "must be False with softcap > 0 (softcap's tanh is not shift-invariant)")
-            }
+            try Int8Runner.requireSupported(computesInFloat: computesInFloat, argument: "q.dtype",
+                                            dropoutP: dropoutP, softcap: softcap, smoothK: int8.smoothK)
         }
     }
 
     func execute<E: AttnStorage>(units: [AttentionUnit<E>], headDim: Int, valueDim: Int, threads: Int,
                                  useReference: Bool, probabilities: ProbabilityTargets<E>? = nil) throws {
-        var units = units
         try validateOptions(headDim: headDim, computesInFloat: E.self != Double.self)
         let scale = softmaxScale ?? 1 / Double(headDim).squareRoot()
         var options = AttentionOptions(headDim: headDim, valueDim: valueDim, scale: scale)
@@ -270,15 +261,8 @@ public struct FlashAttention {
         options.seed = seed
         options.emptyRowLSE = .infinity
         if let int8, !useReference {
-            units = units.filter { $0.queries > 0 } // zero-row units have nothing to quantize or write
-            if units.isEmpty { return }
-            let keys = try QuantizedKeys(units: &units, headDim: headDim, mode: int8.qkQuant,
-                                         smooth: int8.smoothK, threads: threads)
-            defer { keys.deallocate() }
-            options.int8Query = int8QueryScale(int8.qkQuant, units: units, headDim: headDim)
-            options.halfPrecisionValues = KernelDispatch.int8HalfPrecisionValues
-            try KernelDispatch.runFlash(units: units, options: options, threads: threads)
-            if int8.smoothK { keys.correctLSE(units: units, scale: options.scale) }
+            try Int8Runner.run(units: units, options: options, keys: .quantize(int8.qkQuant, smoothK: int8.smoothK),
+                               threads: threads)
             return
         }
         if useReference || E.self == Double.self {

@@ -30,12 +30,7 @@ extension FlashAttention {
         alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>, lse: MutableStridedTensor<Float>? = nil,
         threads: Int = ThreadSettings.numThreads
     ) throws {
-        guard E.self != Double.self else {
-            throw AttnError.dtype(argument: "v.dtype", rule: "must be f32, f16 or bf16 for the int8 path, got f64")
-        }
-        guard dropoutP == 0 else {
-            throw AttnError.invalidArgument(argument: "dropout_p", rule: "must be 0 on the int8 path, got \(dropoutP)")
-        }
+        try Int8Runner.requireSupported(computesInFloat: E.self != Double.self, argument: "v.dtype", dropoutP: dropoutP)
         try requireRank("q_int8", qInt8.shape, 3, "(total_q, heads, head_dim)")
         try requireRank("k_int8", kInt8.shape, 3, "(total_k, heads, head_dim)")
         try requireRank("q_scale", qScale.shape, 2, "(total_q, heads)")
@@ -101,15 +96,12 @@ extension FlashAttention {
                     scaleStride: qScale.strides[0])
             }
         }
-        units = units.filter { $0.queries > 0 }
-        if units.isEmpty { return }
         var options = AttentionOptions(headDim: dim, valueDim: v.shape[2],
                                        scale: softmaxScale ?? 1 / Double(dim).squareRoot())
         options.setSoftcap(softcap)
         options.windowLeft = AttentionOptions.boundedWindow(windowLeft)
         options.windowRight = causal ? 0 : AttentionOptions.boundedWindow(windowRight)
-        options.halfPrecisionValues = KernelDispatch.int8HalfPrecisionValues
         try validateOptions(headDim: dim, computesInFloat: true)
-        try KernelDispatch.runFlash(units: units, options: options, threads: threads)
+        try Int8Runner.run(units: units, options: options, keys: .prequantized, threads: threads)
     }
 }

@@ -35,18 +35,10 @@ public struct Int8ScaledDotProductAttention {
     public func callAsFunction<E: AttnStorage>(query: StridedTensor<E>, key: StridedTensor<E>, value: StridedTensor<E>,
                                                mask: SDPAMask<E>? = nil, out: MutableStridedTensor<E>,
                                                threads: Int = ThreadSettings.numThreads) throws {
-        guard E.self != Double.self else {
-            throw AttnError.dtype(argument: "query.dtype", rule: "must be f32, f16 or bf16 for the int8 path, got f64")
-        }
+        try Int8Runner.requireSupported(computesInFloat: E.self != Double.self, argument: "query.dtype")
         let sdpa = ScaledDotProductAttention(isCausal: isCausal, scale: scale, enableGQA: enableGQA)
-        var (units, options) = try sdpa.plan(query: query, key: key, value: value, mask: mask, out: out)
-        if units.isEmpty { return }
-        let keys = try QuantizedKeys(units: &units, headDim: options.headDim, mode: qkQuant, smooth: smoothK,
-                                     threads: threads)
-        defer { keys.deallocate() }
-        options.int8Query = int8QueryScale(qkQuant, units: units, headDim: options.headDim)
-        options.halfPrecisionValues = KernelDispatch.int8HalfPrecisionValues
-        try KernelDispatch.runFlash(units: units, options: options, threads: threads)
+        let (units, options) = try sdpa.plan(query: query, key: key, value: value, mask: mask, out: out)
+        try Int8Runner.run(units: units, options: options, keys: .quantize(qkQuant, smoothK: smoothK), threads: threads)
     }
 
 }
