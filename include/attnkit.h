@@ -276,6 +276,47 @@ attn_status attn_flash_forward_probs(const attn_flash_params *params,
                                      const attn_tensor *out, const attn_tensor *softmax_lse,
                                      const attn_tensor *s_dmask);
 
+/* ---- Backward passes (FlashAttention-2's, deterministic) ----
+ * dq, dk, dv from dout and the forward's inputs, out and lse: P is recomputed
+ * tile by tile from q, k and lse (memory O(threads x tile) beyond the
+ * gradients), dropout is regenerated from params->seed, and dk/dv are summed
+ * over each GQA group's query heads in head order. Scores, P and the
+ * gradient sums are fp32 (fp64 for f64). A row with nothing to attend (lse
+ * +inf) gives zero gradients. The same bits on every run and thread count.
+ * params are the forward's; dout and out have out's shape; dq, dk, dv have
+ * the shapes of q, k, v, their dtype, and are written (never accumulated into).
+ * Not with params->int8_qk. The mask gets no gradient. */
+
+/* attn_sdpa_forward that also writes lse: (N..., Hq, L) f32, the log-sum-exp
+ * of each row's scaled scores (+inf for a row with no allowed key), or NULL. */
+attn_status attn_sdpa_forward_lse(const attn_sdpa_params *params,
+                                  const attn_tensor *query, const attn_tensor *key,
+                                  const attn_tensor *value, const attn_tensor *attn_mask,
+                                  const attn_tensor *out, const attn_tensor *lse);
+
+attn_status attn_sdpa_backward(const attn_sdpa_params *params, const attn_tensor *dout,
+                               const attn_tensor *query, const attn_tensor *key,
+                               const attn_tensor *value, const attn_tensor *attn_mask,
+                               const attn_tensor *out, const attn_tensor *lse,
+                               const attn_tensor *dquery, const attn_tensor *dkey,
+                               const attn_tensor *dvalue);
+
+/* softmax_lse: (B, Hq, Sq) f32 as attn_flash_forward wrote it. */
+attn_status attn_flash_backward(const attn_flash_params *params, const attn_tensor *dout,
+                                const attn_tensor *q, const attn_tensor *k, const attn_tensor *v,
+                                const attn_tensor *alibi_slopes,
+                                const attn_tensor *out, const attn_tensor *softmax_lse,
+                                const attn_tensor *dq, const attn_tensor *dk, const attn_tensor *dv);
+
+/* softmax_lse: (Hq, total_q) f32 as attn_flash_varlen_forward wrote it. Keys
+ * past cu_seqlens_k's last entry get zero dk and dv. */
+attn_status attn_flash_varlen_backward(const attn_flash_params *params, const attn_tensor *dout,
+                                       const attn_tensor *q, const attn_tensor *k, const attn_tensor *v,
+                                       const attn_tensor *cu_seqlens_q, const attn_tensor *cu_seqlens_k,
+                                       const attn_tensor *alibi_slopes,
+                                       const attn_tensor *out, const attn_tensor *softmax_lse,
+                                       const attn_tensor *dq, const attn_tensor *dk, const attn_tensor *dv);
+
 /* ---- int8 scaled dot-product attention (SageAttention-style) ----
  * attn_sdpa_forward's shapes, masks, causal and GQA rules (no dropout), with
  * Q and K quantized on the fly to symmetric int8 (scale = absmax/127 per

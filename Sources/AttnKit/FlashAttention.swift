@@ -152,6 +152,20 @@ public struct FlashAttention {
                                         alibiSlopes: Slopes? = nil, out: MutableStridedTensor<E>,
                                         lse: MutableStridedTensor<Float>? = nil, probs: MutableStridedTensor<E>? = nil,
                                         threads: Int = ThreadSettings.numThreads, useReference: Bool = false) throws {
+        guard let units = try batchedUnits(q: q, k: k, v: v, alibiSlopes: alibiSlopes, out: out, lse: lse, probs: probs)
+        else { return }
+        let batch = q.shape[0], heads = q.shape[2]
+        let targets = try probs.map { try probabilityTargets($0, units: units, batch: batch, heads: heads) }
+        try execute(units: units, headDim: q.shape[3], valueDim: v.shape[3], threads: threads,
+                    useReference: useReference, probabilities: targets)
+    }
+
+    /// Checks the fixed-length layout and splits it into (batch, head) units,
+    /// batch-major; nil when the call writes nothing (S_dmask checked too).
+    func batchedUnits<E: AttnStorage>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
+                                      alibiSlopes: Slopes?, out: MutableStridedTensor<E>,
+                                      lse: MutableStridedTensor<Float>?,
+                                      probs: MutableStridedTensor<E>?) throws -> [AttentionUnit<E>]? {
         let layout = "(batch, seq, heads, head_dim)"
         try requireRank("q", q.shape, 4, layout)
         try requireRank("k", k.shape, 4, layout)
@@ -176,7 +190,7 @@ public struct FlashAttention {
         // units may be huge while every one is empty). S_dmask's own checks first.
         if writesNothing(out, lse, probs) {
             if let probs { _ = try probabilityTargets(probs, units: [], batch: batch, heads: geometry.queryHeads) }
-            return
+            return nil
         }
         var units: [AttentionUnit<E>] = []
         try requireAllocatable(try checkedProduct(batch, geometry.queryHeads, what: "q"), of: AttentionUnit<E>.self)
@@ -189,9 +203,7 @@ public struct FlashAttention {
                                            slope: try slopes[b, head], stream: UInt64(units.count)))
             }
         }
-        let targets = try probs.map { try probabilityTargets($0, units: units, batch: batch, heads: geometry.queryHeads) }
-        try execute(units: units, headDim: geometry.headDim, valueDim: geometry.valueDim, threads: threads,
-                    useReference: useReference, probabilities: targets)
+        return units
     }
 
     /// Where each unit writes its S_dmask block. Units come batch-major, head-minor.

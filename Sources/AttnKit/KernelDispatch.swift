@@ -130,6 +130,10 @@ public enum KernelDispatch {
         try kernels.runDecode(problem, tasks: tasks, partials: partials, threads: threads)
     }
 
+    static func runBackward<E: AttnStorage>(_ problem: BackwardProblem<E>, options: AttentionOptions, threads: Int) throws {
+        try kernels.runBackward(problem, options: options, threads: threads)
+    }
+
     static func runFlash<E: AttnStorage>(units: [AttentionUnit<E>], options: AttentionOptions, threads: Int) throws {
         try kernels.runFlash(units: units, options: options, threads: threads)
     }

@@ -32,10 +32,13 @@ public struct ScaledDotProductAttention {
         self.dropoutP = dropoutP; self.seed = seed
     }
 
+    /// With `lse` (N..., Hq, L) fp32, also the log-sum-exp of each row's scaled scores
+    /// (+inf for a row with nothing to attend): what the backward pass reads.
     public func callAsFunction<E: AttnStorage>(query: StridedTensor<E>, key: StridedTensor<E>, value: StridedTensor<E>,
                                                mask: SDPAMask<E>? = nil, out: MutableStridedTensor<E>,
+                                               lse: MutableStridedTensor<Float>? = nil,
                                                threads: Int = ThreadSettings.numThreads) throws {
-        let (units, options) = try plan(query: query, key: key, value: value, mask: mask, out: out)
+        let (units, options) = try plan(query: query, key: key, value: value, mask: mask, out: out, lse: lse)
         if E.self == Double.self {
             try AttentionReference.run(units: units, options: options, threads: threads)
         } else {
@@ -52,7 +55,8 @@ public struct ScaledDotProductAttention {
 
     /// Checks torch's rules and splits the call into (batch, query head) units.
     func plan<E: AttnStorage>(query: StridedTensor<E>, key: StridedTensor<E>, value: StridedTensor<E>,
-                              mask: SDPAMask<E>?, out: MutableStridedTensor<E>) throws -> ([AttentionUnit<E>], AttentionOptions) {
+                              mask: SDPAMask<E>?, out: MutableStridedTensor<E>,
+                              lse: MutableStridedTensor<Float>? = nil) throws -> ([AttentionUnit<E>], AttentionOptions) {
         let rank = query.rank
         guard rank >= 2 else {
             throw AttnError.shape(argument: "query", rule: "must have at least 2 dims (..., L, E), got \(rank)")
@@ -96,6 +100,14 @@ public struct ScaledDotProductAttention {
         try validateLayout("value", value: value)
         try validateLayout("out", shape: out.shape, strides: out.strides, hasData: out.base != nil)
         try validateWritable("out", shape: out.shape, strides: out.strides)
+        if let lse {   // (N..., Hq, L): the softmax's log-sum-exp per query row
+            try requireRank("lse", lse.shape, rank - 1, "(query.shape[:-1])")
+            for axis in 0..<(rank - 1) {
+                try requireExtent("lse", lse.shape, axis: axis, equals: query.shape[axis], "query.shape[\(axis)]")
+            }
+            try validateLayout("lse", shape: lse.shape, strides: lse.strides, hasData: lse.base != nil)
+            try validateWritable("lse", shape: lse.shape, strides: lse.strides)
+        }
         guard dropoutP >= 0 && dropoutP <= 1 else {
             throw AttnError.invalidArgument(argument: "dropout_p", rule: "must be in [0, 1], got \(dropoutP)")
         }
@@ -132,10 +144,11 @@ public struct ScaledDotProductAttention {
         units.reserveCapacity(batchCount * queryHeads)
         var index = [Int](repeating: 0, count: leading)
         for _ in 0..<batchCount {
-            var qOffset = 0, kOffset = 0, vOffset = 0, oOffset = 0, mOffset = 0
+            var qOffset = 0, kOffset = 0, vOffset = 0, oOffset = 0, mOffset = 0, lOffset = 0
             for axis in 0..<leading {
                 qOffset += index[axis] * query.strides[axis]; kOffset += index[axis] * key.strides[axis]
                 vOffset += index[axis] * value.strides[axis]; oOffset += index[axis] * out.strides[axis]
+                if let lse { lOffset += index[axis] * lse.strides[axis] }
                 if let maskBroadcast { mOffset += index[axis] * maskBroadcast.strides[axis] }
             }
             for head in 0..<queryHeads {
@@ -164,7 +177,8 @@ public struct ScaledDotProductAttention {
                                  rowStride: value.strides[rank - 2], colStride: value.strides[rank - 1]),
                     out: MutableStrided2D(base: out.data + (oOffset + headOffset(out.strides, head)),
                                           rowStride: out.strides[rank - 2], colStride: out.strides[rank - 1]),
-                    lse: nil, lseStride: 0, queries: seqQ, keys: seqK, mask: unitMask, alibiSlope: 0,
+                    lse: lse.map { $0.data + (lOffset + headOffset($0.strides, head)) },
+                    lseStride: lse.map { $0.strides[rank - 2] } ?? 0, queries: seqQ, keys: seqK, mask: unitMask, alibiSlope: 0,
                     diagonal: 0, dropoutStream: UInt64(units.count)))
             }
             var axis = leading - 1

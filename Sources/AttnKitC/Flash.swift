@@ -2,7 +2,7 @@ import AttnKit
 import CAttnKitABI
 
 /// The core options from a params struct, after range checks on its fields.
-private func flashOptions(_ params: UnsafePointer<attn_flash_params>?) throws -> (FlashAttention, attn_flash_params) {
+func flashOptions(_ params: UnsafePointer<attn_flash_params>?) throws -> (FlashAttention, attn_flash_params) {
     let p = try readParams("params", params, minimumSize: Int(ATTN_FLASH_PARAMS_V1_SIZE))
     try requireFlag("params->causal", p.causal)
     try requireFlag("params->has_scale", p.has_scale)
@@ -39,7 +39,7 @@ func qkQuantization(_ code: Int32) -> QKQuantization? {
 private let indexDtypes = [Int32(ATTN_DTYPE_I32), Int32(ATTN_DTYPE_I64)]
 
 /// cu_seqlens, checked now and read only if the call has work.
-private func boundaries(_ name: String, _ tensor: UnsafePointer<attn_tensor>?) throws -> SequenceBoundaries {
+func boundaries(_ name: String, _ tensor: UnsafePointer<attn_tensor>?) throws -> SequenceBoundaries {
     let descriptor = try Descriptor(name, tensor, dtypes: indexDtypes)
     if Int(descriptor.dtype) == ATTN_DTYPE_I32 {
         return try SequenceBoundaries(name, int32: descriptor.view(Int32.self), int64: nil)

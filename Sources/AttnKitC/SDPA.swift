@@ -8,20 +8,25 @@ public func attn_sdpa_forward(
     _ attnMask: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?
 ) -> attn_status {
     withStatus("attn_sdpa_forward") {
-        let options = try readParams("params", params)
-        try requireFlag("params->is_causal", options.is_causal)
-        try requireFlag("params->enable_gqa", options.enable_gqa)
-        try requireFlag("params->has_scale", options.has_scale)
+        let attention = try sdpaOptions(params)
         let operands = try SDPAOperands(query, key, value, attnMask, out, dtypes: attentionDtypes)
-        let attention = ScaledDotProductAttention(
-            isCausal: options.is_causal != 0, scale: options.has_scale != 0 ? options.scale : nil,
-            enableGQA: options.enable_gqa != 0, dropoutP: options.dropout_p, seed: options.seed)
         func run<E: AttnStorage>(_: E.Type) throws {
             try attention(query: operands.query.view(E.self), key: operands.key.view(E.self),
                           value: operands.value.view(E.self), mask: operands.mask(E.self), out: operands.out.mutableView(E.self))
         }
         try withStorage(operands.query.dtype) { try run($0) }
     }
+}
+
+/// The core options from an attn_sdpa_params, after checks on its flags.
+func sdpaOptions(_ params: UnsafePointer<attn_sdpa_params>?) throws -> ScaledDotProductAttention {
+    let options = try readParams("params", params)
+    try requireFlag("params->is_causal", options.is_causal)
+    try requireFlag("params->enable_gqa", options.enable_gqa)
+    try requireFlag("params->has_scale", options.has_scale)
+    return ScaledDotProductAttention(
+        isCausal: options.is_causal != 0, scale: options.has_scale != 0 ? options.scale : nil,
+        enableGQA: options.enable_gqa != 0, dropoutP: options.dropout_p, seed: options.seed)
 }
 
 /// A C boolean field must be 0 or 1.

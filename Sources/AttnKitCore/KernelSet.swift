@@ -16,6 +16,9 @@ package protocol KernelSet {
     static func runDecode<E: AttnStorage>(_ problem: DecodeProblem<E>, tasks: [DecodeTask],
                                           partials: UnsafeMutablePointer<Float>, threads: Int) throws
 
+    /// The attention backward (FlashAttention-2's, deterministic): dQ, dK, dV of every unit.
+    static func runBackward<E: AttnStorage>(_ problem: BackwardProblem<E>, options: AttentionOptions, threads: Int) throws
+
     /// The eager kernel's in-place softmax of one row of scores.
     static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, keyAllowed: UnsafePointer<UInt8>?)
 

@@ -26,6 +26,11 @@ package enum Kernels: KernelSet {
         try DecodeEngine.run(problem, tasks: tasks, partials: partials, threads: threads)
     }
 
+    package static func runBackward<E: AttnStorage>(_ problem: BackwardProblem<E>, options: AttentionOptions,
+                                                    threads: Int) throws {
+        try BackwardEngine.run(problem, options: options, threads: threads)
+    }
+
     package static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, keyAllowed: UnsafePointer<UInt8>?) {
         RowSoftmax.run(row, count: count, keyAllowed: keyAllowed)
     }

@@ -6,8 +6,9 @@ from . import _attnkit
 from ._random import manual_seed
 from .decode import flash_attn_with_kvcache, merge_attention_states
 from .eager import eager_bidirectional_attention, eager_causal_attention
-from .flash import (flash_attn_func, flash_attn_varlen_func, flash_bidirectional_attention, flash_causal_attention,
-                    flash_attn_varlen_int8_func, int8_flash_attn_varlen_func)
+from .flash import (flash_attn_func, flash_attn_kvpacked_func, flash_attn_qkvpacked_func, flash_attn_varlen_func,
+                    flash_attn_varlen_kvpacked_func, flash_attn_varlen_qkvpacked_func, flash_bidirectional_attention,
+                    flash_causal_attention, flash_attn_varlen_int8_func, int8_flash_attn_varlen_func)
 from .quantize import dequantize_per_tensor, quantize_per_tensor
 from .sdpa import (int8_scaled_dot_product_attention, scaled_dot_product_attention, sdpa_bidirectional_attention,
                    sdpa_causal_attention)

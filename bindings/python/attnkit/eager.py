@@ -1,6 +1,6 @@
 """Eager attention: the textbook algorithm, spec section 1."""
 from . import _attnkit
-from ._arrays import check_int, check_tensor, empty_like_kind
+from ._arrays import check_int, check_tensor, empty_like_kind, is_torch
 
 
 def _eager(q, k, v, num_heads, head_dim, mask, return_weights, causal):
@@ -10,6 +10,17 @@ def _eager(q, k, v, num_heads, head_dim, mask, return_weights, causal):
         check_tensor("mask", mask)
     num_heads = check_int("num_heads", num_heads, minimum=1)
     head_dim = check_int("head_dim", head_dim, minimum=1)
+    if is_torch(q):
+        from .autograd import wants_grad
+
+        if wants_grad(q, k, v):
+            if return_weights:
+                raise NotImplementedError("the eager path's weights have no backward pass yet: call it with "
+                                          "return_weights=False to differentiate out, or under torch.no_grad()")
+            # The same function (spec section 1) through the differentiable SDPA kernel.
+            from .sdpa import _sdpa_seed
+
+            return _sdpa_seed(q, k, v, num_heads, head_dim, mask, causal)
     out = empty_like_kind(q, q.shape)
     weights = None
     # Allocated only for inputs that can be valid; otherwise the library names the broken rule.

@@ -9,6 +9,12 @@ from ._arrays import check_int, check_tensor, empty_like_kind, is_torch, qk_quan
 from ._random import next_seed
 
 
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
 def _window(window_size):
     try:
         left, right = window_size
@@ -79,9 +85,32 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window_size, alibi_slopes)
     if q.ndim != 3 or v.ndim != 3:
         raise ValueError(f"q and v must have rank 3 (total, heads, head_dim), got {q.ndim} and {v.ndim}")
+    dropout_p = _scalar("dropout_p", dropout_p)
+    if is_torch(q):
+        from .autograd import FlashVarlenFunction, forward_only, wants_grad
+
+        if _int8_mode >= 0:
+            forward_only("int8_flash_attn_varlen_func", q, k, v)
+        elif wants_grad(q, k, v):
+            seed = next_seed() if dropout_p > 0 else 0
+            out, lse = FlashVarlenFunction.apply(q, k, v, cu_q, cu_k, max_seqlen_q, max_seqlen_k, alibi_slopes,
+                                                 bool(causal), _scalar("softmax_scale", softmax_scale, allow_none=True),
+                                                 left, right, _scalar("softcap", softcap), dropout_p, seed)
+            if not return_attn_probs:
+                return out
+            dmask = None
+            if dropout_p > 0:   # the same pattern, from the same seed, through the forward-only path
+                batch = cu_q.shape[0] - 1
+                dmask = _dmask_like(q, batch, q.shape[1], max_seqlen_q, max_seqlen_k)
+                with torch_no_grad():
+                    _attnkit.flash_varlen_forward(q.detach(), k.detach(), v.detach(), cu_q, cu_k, max_seqlen_q,
+                                                  max_seqlen_k, alibi_slopes, empty_like_kind(out, out.shape), None,
+                                                  bool(causal), _scalar("softmax_scale", softmax_scale, allow_none=True),
+                                                  left, right, _scalar("softcap", softcap), dropout_p, seed, -1, False,
+                                                  dmask)
+            return out, lse, dmask
     out = empty_like_kind(q, (q.shape[0], q.shape[1], v.shape[2]))
     lse = _lse_like(q, (q.shape[1], q.shape[0])) if return_attn_probs else None
-    dropout_p = _scalar("dropout_p", dropout_p)
     dmask = None
     if return_attn_probs and dropout_p > 0 and _int8_mode < 0:
         batch = cu_q.shape[0] - 1 if cu_q.ndim == 1 and cu_q.shape[0] > 0 else 0   # malformed: the kernel says why
@@ -117,6 +146,10 @@ def flash_attn_varlen_int8_func(q_int8, q_scale, k_int8, k_scale, v, cu_seqlens_
     """
     for name, x in (("q_int8", q_int8), ("q_scale", q_scale), ("k_int8", k_int8), ("k_scale", k_scale), ("v", v)):
         check_tensor(name, x)
+    if is_torch(v):
+        from .autograd import forward_only
+
+        forward_only("flash_attn_varlen_int8_func", q_scale, k_scale, v)
     cu_q, cu_k, max_seqlen_q, max_seqlen_k, left, right = _varlen_arguments(
         cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window_size, alibi_slopes)
     if q_int8.ndim != 3 or v.ndim != 3:
@@ -144,9 +177,28 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
         check_tensor("alibi_slopes", alibi_slopes)
     if q.ndim != 4 or v.ndim != 4:
         raise ValueError(f"q and v must have rank 4 (batch, seq, heads, head_dim), got {q.ndim} and {v.ndim}")
+    dropout_p = _scalar("dropout_p", dropout_p)
+    if is_torch(q):
+        from .autograd import FlashFunction, wants_grad
+
+        if wants_grad(q, k, v):
+            seed = next_seed() if dropout_p > 0 else 0
+            out, lse = FlashFunction.apply(q, k, v, alibi_slopes, bool(causal),
+                                           _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
+                                           _scalar("softcap", softcap), dropout_p, seed)
+            if not return_attn_probs:
+                return out
+            dmask = None
+            if dropout_p > 0:   # the same pattern, from the same seed, through the forward-only path
+                dmask = _dmask_like(q, q.shape[0], q.shape[2], q.shape[1], k.shape[1])
+                with torch_no_grad():
+                    _attnkit.flash_forward(q.detach(), k.detach(), v.detach(), alibi_slopes,
+                                           empty_like_kind(out, out.shape), None, bool(causal),
+                                           _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
+                                           _scalar("softcap", softcap), dropout_p, seed, dmask)
+            return out, lse, dmask
     out = empty_like_kind(q, (q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
     lse = _lse_like(q, (q.shape[0], q.shape[2], q.shape[1])) if return_attn_probs else None
-    dropout_p = _scalar("dropout_p", dropout_p)
     dmask = _dmask_like(q, q.shape[0], q.shape[2], q.shape[1], k.shape[1]) if return_attn_probs and dropout_p > 0 else None
     _attnkit.flash_forward(q, k, v, alibi_slopes, out, lse, bool(causal),
                            _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
@@ -177,3 +229,48 @@ def flash_bidirectional_attention(q, k, v, num_heads, head_dim, cu_seqlens, max_
 def flash_causal_attention(q, k, v, num_heads, head_dim, cu_seqlens, max_seqlen):
     """As flash_bidirectional_attention, with token i of a sequence seeing its tokens j <= i."""
     return _flash_seed(q, k, v, num_heads, head_dim, cu_seqlens, max_seqlen, causal=True)
+
+
+def _unbind(packed, axis, count, name):
+    """The `count` tensors packed along `axis` (views: gradients flow back into `packed`)."""
+    check_tensor(name, packed)
+    if packed.ndim <= axis or packed.shape[axis] != count:
+        raise ValueError(f"{name} must have {count} at dim {axis} ({name}.shape = {tuple(packed.shape)})")
+    if is_torch(packed):
+        return packed.unbind(axis)
+    return tuple(np.take(packed, i, axis=axis) for i in range(count))
+
+
+def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                              alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """flash_attn_func on qkv (B, S, 3, H, D); the gradient is dqkv, as flash-attn's."""
+    q, k, v = _unbind(qkv, 2, 3, "qkv")
+    return flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                           return_attn_probs)
+
+
+def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                             alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """flash_attn_func on q (B, Sq, Hq, D) and kv (B, Sk, 2, Hk, D)."""
+    k, v = _unbind(kv, 2, 2, "kv")
+    return flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                           return_attn_probs)
+
+
+def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, causal=False,
+                                     window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
+                                     return_attn_probs=False):
+    """flash_attn_varlen_func on qkv (total, 3, H, D) with one cu_seqlens for queries and keys."""
+    q, k, v = _unbind(qkv, 1, 3, "qkv")
+    return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout_p, softmax_scale,
+                                  causal, window_size, softcap, alibi_slopes, deterministic, return_attn_probs)
+
+
+def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                                    softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                                    alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """flash_attn_varlen_func on q (total_q, Hq, D) and kv (total_k, 2, Hk, D)."""
+    k, v = _unbind(kv, 1, 2, "kv")
+    return flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+                                  softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                                  return_attn_probs)

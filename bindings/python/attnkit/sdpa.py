@@ -29,8 +29,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError("attn_mask must be None when is_causal=True (as in torch)")
     if query.ndim < 2 or value.ndim < 1:
         raise ValueError(f"query must have at least 2 dims (..., L, E), got {query.ndim}")
-    out = empty_like_kind(query, tuple(query.shape[:-1]) + (value.shape[-1],))
     seed = next_seed() if dropout_p > 0 else 0
+    if is_torch(query):
+        from .autograd import SDPAFunction, wants_grad
+
+        if wants_grad(query, key, value, attn_mask):
+            if attn_mask is not None and is_torch(attn_mask) and attn_mask.requires_grad:
+                raise NotImplementedError("attn_mask requires grad, but attnkit computes no gradient for the mask: "
+                                          "pass attn_mask.detach()")
+            return SDPAFunction.apply(query, key, value, attn_mask, float(dropout_p), bool(is_causal),
+                                      None if scale is None else float(scale), bool(enable_gqa), seed)
+    out = empty_like_kind(query, tuple(query.shape[:-1]) + (value.shape[-1],))
     _attnkit.sdpa_forward(query, key, value, attn_mask, out, bool(is_causal), bool(enable_gqa),
                           None if scale is None else float(scale), float(dropout_p), seed)
     return out
@@ -59,11 +68,28 @@ def _sdpa_seed(q, k, v, num_heads, head_dim, mask, causal):
         if mask.ndim != 2 or tuple(mask.shape) != (k.shape[0], k.shape[1]):
             raise ValueError(f"mask must have shape [batch, seq_k] = {(k.shape[0], k.shape[1])}, got {tuple(mask.shape)}")
         attn_mask = mask.reshape(mask.shape[0], 1, 1, mask.shape[1])
+    if is_torch(q):
+        from .autograd import wants_grad
+
+        if wants_grad(q, k, v):   # the differentiable SDPA on the head views
+            out = scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask, is_causal=causal) if mask is None \
+                else _masked_causal(qh, kh, vh, attn_mask, causal)
+            return out.transpose(1, 2).reshape(batch, seq_q, num_heads * head_dim)
     # The output is written straight into [B, S, H, D] memory through a (B, H, S, D) view.
     out = empty_like_kind(q, (batch, seq_q, num_heads, head_dim))
     out_heads = out.transpose(1, 2) if is_torch(out) else out.transpose(0, 2, 1, 3)
     _attnkit.sdpa_forward(qh, kh, vh, attn_mask, out_heads, causal, False, None, 0.0, 0)
     return out.reshape(batch, seq_q, num_heads * head_dim)
+
+
+def _masked_causal(qh, kh, vh, attn_mask, causal):
+    """A key mask, combined with causality as one bool mask (torch's API takes only one of them)."""
+    if causal:
+        import torch
+
+        seq_q, seq_k = qh.shape[2], kh.shape[2]
+        attn_mask = attn_mask & torch.ones(seq_q, seq_k, dtype=torch.bool).tril()
+    return scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask)
 
 
 def sdpa_bidirectional_attention(q, k, v, num_heads, head_dim, mask=None):
@@ -91,6 +117,10 @@ def int8_scaled_dot_product_attention(query, key, value, attn_mask=None, is_caus
         if is_causal:
             raise ValueError("attn_mask must be None when is_causal=True (as in torch)")
     mode = qk_quant_code(qk_quant)
+    if is_torch(query):
+        from .autograd import forward_only
+
+        forward_only("int8_scaled_dot_product_attention", query, key, value)
     if scale is not None and (not isinstance(scale, numbers.Real) or isinstance(scale, bool)):
         raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
     if query.ndim < 2 or value.ndim < 1:

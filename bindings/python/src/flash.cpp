@@ -72,6 +72,43 @@ void init_flash(py::module_ &m) {
         },
         "flash-attn fixed-length forward into preallocated out (and lse, and S_dmask); see attn_flash_forward(_probs).");
     m.def(
+        "flash_backward",
+        [](py::handle dout, py::handle q, py::handle k, py::handle v, py::handle alibi_slopes, py::handle out,
+           py::handle lse, py::handle dq, py::handle dk, py::handle dv, bool causal, std::optional<double> softmax_scale,
+           int64_t window_left, int64_t window_right, double softcap, double dropout_p, uint64_t seed) {
+            const attn_tensor tdo = describe(dout, "dout");
+            const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
+            const attn_tensor to = describe(out, "out"), tl = describe(lse, "softmax_lse");
+            const attn_tensor tdq = describe(dq, "dq"), tdk = describe(dk, "dk"), tdv = describe(dv, "dv");
+            const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
+            const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
+                                                         dropout_p, seed, 0, 0);
+            call_without_gil([&] {
+                return attn_flash_backward(&params, &tdo, &tq, &tk, &tv, ts.get(), &to, &tl, &tdq, &tdk, &tdv);
+            });
+        },
+        "flash-attn fixed-length backward into preallocated dq, dk, dv; see attn_flash_backward.");
+    m.def(
+        "flash_varlen_backward",
+        [](py::handle dout, py::handle q, py::handle k, py::handle v, py::handle cu_seqlens_q, py::handle cu_seqlens_k,
+           int64_t max_seqlen_q, int64_t max_seqlen_k, py::handle alibi_slopes, py::handle out, py::handle lse,
+           py::handle dq, py::handle dk, py::handle dv, bool causal, std::optional<double> softmax_scale,
+           int64_t window_left, int64_t window_right, double softcap, double dropout_p, uint64_t seed) {
+            const attn_tensor tdo = describe(dout, "dout");
+            const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
+            const attn_tensor tcq = describe(cu_seqlens_q, "cu_seqlens_q"), tck = describe(cu_seqlens_k, "cu_seqlens_k");
+            const attn_tensor to = describe(out, "out"), tl = describe(lse, "softmax_lse");
+            const attn_tensor tdq = describe(dq, "dq"), tdk = describe(dk, "dk"), tdv = describe(dv, "dv");
+            const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
+            const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
+                                                         dropout_p, seed, max_seqlen_q, max_seqlen_k);
+            call_without_gil([&] {
+                return attn_flash_varlen_backward(&params, &tdo, &tq, &tk, &tv, &tcq, &tck, ts.get(), &to, &tl, &tdq,
+                                                  &tdk, &tdv);
+            });
+        },
+        "flash-attn varlen backward into preallocated dq, dk, dv; see attn_flash_varlen_backward.");
+    m.def(
         "flash_varlen_int8_forward",
         [](py::handle q_int8, py::handle q_scale, py::handle k_int8, py::handle k_scale, py::handle v,
            py::handle cu_seqlens_q, py::handle cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
