@@ -131,6 +131,18 @@ static attn_status run(call *c) {
                                                arg(c, 3), arg(c, 4), arg(c, 5), arg(c, 6), arg(c, 7), arg(c, 8),
                                                arg(c, 9), arg(c, 10), arg(c, 11), arg(c, 12), arg(c, 13), arg(c, 14),
                                                arg(c, 15));
+    if (!strcmp(e, "sdpa_lse"))
+        return attn_sdpa_forward_lse(c->params_null ? NULL : &c->sdpa, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3),
+                                     arg(c, 4), arg(c, 5));
+    if (!strcmp(e, "sdpa_backward"))
+        return attn_sdpa_backward(c->params_null ? NULL : &c->sdpa, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4),
+                                  arg(c, 5), arg(c, 6), arg(c, 7), arg(c, 8), arg(c, 9));
+    if (!strcmp(e, "flash_backward"))
+        return attn_flash_backward(fp, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4), arg(c, 5), arg(c, 6),
+                                   arg(c, 7), arg(c, 8), arg(c, 9));
+    if (!strcmp(e, "varlen_backward"))
+        return attn_flash_varlen_backward(fp, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4), arg(c, 5), arg(c, 6),
+                                          arg(c, 7), arg(c, 8), arg(c, 9), arg(c, 10), arg(c, 11));
     if (!strcmp(e, "merge"))
         return attn_merge_attention_states(arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4), arg(c, 5));
     if (!strcmp(e, "quantize"))
@@ -183,6 +195,53 @@ static call baseline(const char *entry) {
         add(&c, "value", contiguous(2, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
         absent(&c, "attn_mask");
         add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 1);
+    } else if (!strcmp(entry, "sdpa_lse")) {
+        const int64_t lse_shape[3] = {1, 2, 3};
+        add(&c, "query", contiguous(0, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
+        add(&c, "key", contiguous(1, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
+        add(&c, "value", contiguous(2, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
+        absent(&c, "attn_mask");
+        add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 1);
+        add(&c, "lse", contiguous(5, ATTN_DTYPE_F32, 3, lse_shape), 0, 1);
+    } else if (!strcmp(entry, "sdpa_backward")) {
+        /* dout, query, key, value, attn_mask, out, lse: inputs; dquery, dkey, dvalue: outputs. */
+        const int64_t lse_shape[3] = {1, 2, 3};
+        add(&c, "dout", contiguous(8, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
+        add(&c, "query", contiguous(0, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
+        add(&c, "key", contiguous(1, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
+        add(&c, "value", contiguous(2, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
+        absent(&c, "attn_mask");
+        add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
+        add(&c, "lse", contiguous(5, ATTN_DTYPE_F32, 3, lse_shape), 1, 0);
+        add(&c, "dquery", contiguous(9, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 1);
+        add(&c, "dkey", contiguous(10, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 1);
+        add(&c, "dvalue", contiguous(11, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 1);
+    } else if (!strcmp(entry, "flash_backward")) {
+        add(&c, "dout", contiguous(8, ATTN_DTYPE_F32, 4, bshd), 1, 0);
+        add(&c, "q", contiguous(0, ATTN_DTYPE_F32, 4, bshd), 1, 0);
+        add(&c, "k", contiguous(1, ATTN_DTYPE_F32, 4, bshd), 1, 0);
+        add(&c, "v", contiguous(2, ATTN_DTYPE_F32, 4, bshd), 1, 0);
+        absent(&c, "alibi_slopes");
+        add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 4, bshd), 1, 0);
+        add(&c, "softmax_lse", contiguous(5, ATTN_DTYPE_F32, 3, lse_b), 1, 0);
+        add(&c, "dq", contiguous(9, ATTN_DTYPE_F32, 4, bshd), 1, 1);
+        add(&c, "dk", contiguous(10, ATTN_DTYPE_F32, 4, bshd), 1, 1);
+        add(&c, "dv", contiguous(11, ATTN_DTYPE_F32, 4, bshd), 1, 1);
+    } else if (!strcmp(entry, "varlen_backward")) {
+        add(&c, "dout", contiguous(8, ATTN_DTYPE_F32, 3, packed), 1, 0);
+        add(&c, "q", contiguous(0, ATTN_DTYPE_F32, 3, packed), 1, 0);
+        add(&c, "k", contiguous(1, ATTN_DTYPE_F32, 3, packed), 1, 0);
+        add(&c, "v", contiguous(2, ATTN_DTYPE_F32, 3, packed), 1, 0);
+        add(&c, "cu_seqlens_q", contiguous(3, ATTN_DTYPE_I32, 1, cu), 1, 0);
+        fill_index(3, 0, 2, 5);
+        add(&c, "cu_seqlens_k", contiguous(7, ATTN_DTYPE_I32, 1, cu), 1, 0);
+        fill_index(7, 0, 2, 5);
+        absent(&c, "alibi_slopes");
+        add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 3, packed), 1, 0);
+        add(&c, "softmax_lse", contiguous(5, ATTN_DTYPE_F32, 2, lse_v), 1, 0);
+        add(&c, "dq", contiguous(9, ATTN_DTYPE_F32, 3, packed), 1, 1);
+        add(&c, "dk", contiguous(10, ATTN_DTYPE_F32, 3, packed), 1, 1);
+        add(&c, "dv", contiguous(11, ATTN_DTYPE_F32, 3, packed), 1, 1);
     } else if (!strncmp(entry, "flash", 5)) {
         add(&c, "q", contiguous(0, ATTN_DTYPE_F32, 4, bshd), 1, 0);
         add(&c, "k", contiguous(1, ATTN_DTYPE_F32, 4, bshd), 1, 0);
@@ -437,6 +496,23 @@ static void param_cases(void) {
     c = baseline("int8_sdpa"); c.int8.struct_size = 3; expect("struct_size 3", c, ATTN_ERR_STRUCT_SIZE, "struct_size");
     const char *flash_entries[] = {"flash", "flash_probs", "varlen", "varlen_probs", "varlen_int8"};
     for (int e = 0; e < 5; e++) flash_param_cases(flash_entries[e]);
+    /* The backward entries: the forward's rules, and the gradients' own. */
+    flash_param_cases("flash_backward");
+    flash_param_cases("varlen_backward");
+    c = baseline("sdpa_backward"); c.params_null = 1; expect("params NULL", c, ATTN_ERR_NULL_POINTER, "params");
+    c = baseline("sdpa_backward"); c.sdpa.is_causal = 3; expect("is_causal 3", c, ATTN_ERR_INVALID_ARGUMENT, "is_causal");
+    c = baseline("sdpa_backward"); c.tensors[7].shape[2] = 2; c.tensors[7].strides[1] = 8;
+    expect("dquery shape", c, ATTN_ERR_SHAPE, "dquery");
+    c = baseline("sdpa_backward"); c.tensors[0].dtype = ATTN_DTYPE_F64;
+    expect("dout dtype", c, ATTN_ERR_DTYPE, "dout");
+    c = baseline("sdpa_backward"); c.tensors[6].shape[2] = 2; expect("lse shape", c, ATTN_ERR_SHAPE, "lse");
+    c = baseline("sdpa_lse"); c.tensors[5].shape[1] = 3; expect("lse heads", c, ATTN_ERR_SHAPE, "lse");
+    c = baseline("flash_backward"); c.flash.int8_qk = 1; expect("int8 backward", c, ATTN_ERR_INVALID_ARGUMENT, "int8");
+    c = baseline("flash_backward"); c.tensors[8].shape[1] = 2; c.tensors[8].strides[0] = 16;
+    expect("dk shape", c, ATTN_ERR_SHAPE, "dk");
+    c = baseline("varlen_backward"); fill_index(3, 0, 4, 5);
+    expect("cu_seqlens_q longer than max", c, ATTN_ERR_INVALID_ARGUMENT, "max_seqlen_q");
+    c = baseline("varlen_backward"); c.tensors[10].dtype = ATTN_DTYPE_F16; expect("dk dtype", c, ATTN_ERR_DTYPE, "dk");
     /* Calls with no output elements are still checked in full (found by Tests/fuzz):
      * no query heads, so out, softmax_lse and s_dmask are all empty. */
     for (int e = 0; e < 5; e++) {
@@ -610,14 +686,16 @@ static void positive_controls(void) {
 int main(void) {
     fill_slots();
     const char *entries[] = {"eager", "sdpa", "int8_sdpa", "flash", "flash_probs", "varlen", "varlen_probs",
-                             "varlen_int8", "quantize", "dequantize", "kvcache", "merge", "kvcache_int8"};
+                             "varlen_int8", "quantize", "dequantize", "kvcache", "merge", "kvcache_int8",
+                             "sdpa_lse", "sdpa_backward", "flash_backward", "varlen_backward"};
+    const int entry_count = (int)(sizeof entries / sizeof entries[0]);
     /* Each baseline must be valid: the mutations below then break one thing each. */
-    for (int e = 0; e < 13; e++) {
+    for (int e = 0; e < entry_count; e++) {
         call c = baseline(entries[e]);
         if (!strcmp(entries[e], "flash_probs") || !strcmp(entries[e], "varlen_probs")) c.flash.dropout_p = 0.25;
         expect("baseline", c, ATTN_OK, NULL);
     }
-    for (int e = 0; e < 13; e++) tensor_cases(entries[e]);
+    for (int e = 0; e < entry_count; e++) tensor_cases(entries[e]);
     param_cases();
     positive_controls();
     printf("catalogue: %d passed, %d failed\n", cases - failed, failed);
