@@ -10,7 +10,8 @@ import AttnKitCore
 /// rows (a GQA group) are summed by one task, in head order: the results do
 /// not depend on the thread count.
 enum AttentionBackward {
-    /// Pairs the two plans and groups the units by their dK rows.
+    /// Pairs the two plans and groups the units by their dK rows (the query heads
+    /// of one KV head of one sequence).
     static func problem<E>(forward: [AttentionUnit<E>], gradients: [AttentionUnit<E>]) -> BackwardProblem<E> {
         var units: [BackwardUnit<E>] = []
         units.reserveCapacity(forward.count)
@@ -27,8 +28,12 @@ enum AttentionBackward {
                                      rowStride: gradient.k.rowStride, colStride: gradient.k.colStride),
                 dV: MutableStrided2D(base: UnsafeMutablePointer(mutating: gradient.v.base),
                                      rowStride: gradient.v.rowStride, colStride: gradient.v.colStride)))
+            // A unit without keys writes no dK rows, and its dK base may be the next
+            // sequence's (varlen: an empty sequence starts where the next one does).
             let key = UnsafeRawPointer(gradient.k.base)
-            if let group = groupOf[key] {
+            if unit.keys == 0 {
+                groups.append([index])
+            } else if let group = groupOf[key] {
                 groups[group].append(index)
             } else {
                 groupOf[key] = groups.count

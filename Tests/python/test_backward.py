@@ -241,16 +241,22 @@ def _torch_flash(q, k, v, features, slopes):
 
 
 def test_varlen_gradients_match_per_sequence_fixed_length():
-    lengths = [1, 17, 65, 33]
-    cu = torch.tensor([0] + list(np.cumsum(lengths)), dtype=torch.int32)
-    q, k, v = torch.randn(sum(lengths), 4, 64), torch.randn(sum(lengths), 2, 64), torch.randn(sum(lengths), 2, 64)
-    grad = torch.randn(sum(lengths), 4, 64)
-    _, packed = _gradients(lambda a, b, c: attnkit.flash_attn_varlen_func(a, b, c, cu, cu, 65, 65, causal=True),
+    # An empty sequence starts where the next one does: its units must not take the next one's keys.
+    lengths_q, lengths_k = [1, 17, 5, 65, 33], [9, 0, 0, 70, 33]
+    cu_q = torch.tensor([0] + list(np.cumsum(lengths_q)), dtype=torch.int32)
+    cu_k = torch.tensor([0] + list(np.cumsum(lengths_k)), dtype=torch.int32)
+    q, k, v = torch.randn(sum(lengths_q), 4, 64), torch.randn(sum(lengths_k), 2, 64), torch.randn(sum(lengths_k), 2, 48)
+    grad = torch.randn(sum(lengths_q), 4, 48)
+    _, packed = _gradients(lambda a, b, c: attnkit.flash_attn_varlen_func(a, b, c, cu_q, cu_k, 65, 70, causal=True),
                            _leaves(q, k, v, dtype=torch.float32), grad)
-    for start, end in zip(cu[:-1].tolist(), cu[1:].tolist()):
-        exact = _gradients(lambda a, b, c: flash_reference(a, b, c, causal=True)[0],
-                           _leaves(q[start:end], k[start:end], v[start:end]), grad[start:end])[1]
-        for mine, truth in zip(packed, exact):
+    for b in range(len(lengths_q)):
+        (sq, eq), (sk, ek) = cu_q[b:b + 2].tolist(), cu_k[b:b + 2].tolist()
+        if ek == sk:   # no keys: nothing attended, zero gradient
+            assert torch.equal(packed[0][sq:eq], torch.zeros_like(packed[0][sq:eq]))
+            continue
+        exact = _gradients(lambda a, b_, c: flash_reference(a, b_, c, causal=True)[0],
+                           _leaves(q[sq:eq], k[sk:ek], v[sk:ek]), grad[sq:eq])[1]
+        for mine, truth, (start, end) in zip(packed, exact, [(sq, eq), (sk, ek), (sk, ek)]):
             bound = FP32_GRADIENT_TOLERANCE * max(1.0, truth.abs().max().item())
             assert max_error(mine[start:end], truth) <= bound
 
