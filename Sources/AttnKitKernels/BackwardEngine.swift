@@ -110,8 +110,9 @@ package enum BackwardEngine {
         init(options: AttentionOptions) {
             dim = options.headDim; valueDim = options.valueDim
             paddedDim = (dim + 15) & ~15; paddedValueDim = (valueDim + 15) & ~15
-            // Q rows, Qᵀ, K rows, dK; dO rows, dOᵀ, V rows, dV; Sᵀ, dPᵀ, softcap factors; lse, Δ.
-            floats = 4 * tile * paddedDim + 4 * tile * paddedValueDim + 3 * tile * tile + 2 * tile
+            // Q rows, Qᵀ, K rows, dK, a block's dK; dO rows, dOᵀ, V rows, dV, a block's dV;
+            // Sᵀ, dPᵀ, softcap factors; lse, Δ.
+            floats = 5 * tile * paddedDim + 5 * tile * paddedValueDim + 3 * tile * tile + 2 * tile
         }
 
         func scratch(_ base: UnsafeMutablePointer<Float>) -> Scratch {
@@ -120,6 +121,7 @@ package enum BackwardEngine {
             return Scratch(dim: dim, valueDim: valueDim, paddedDim: paddedDim, paddedValueDim: paddedValueDim,
                            queryRows: take(tile * paddedDim), queryT: take(tile * paddedDim),
                            keyRows: take(tile * paddedDim), keyGradient: take(tile * paddedDim),
+                           partialKeyGradient: take(tile * paddedDim), partialValueGradient: take(tile * paddedValueDim),
                            gradientRows: take(tile * paddedValueDim), gradientT: take(tile * paddedValueDim),
                            valueRows: take(tile * paddedValueDim), valueGradient: take(tile * paddedValueDim),
                            scoresT: take(tile * tile), gradientScoresT: take(tile * tile), capFactorT: take(tile * tile),
@@ -133,6 +135,11 @@ package enum BackwardEngine {
         let queryT: UnsafeMutablePointer<Float>         // [paddedDim][64]
         let keyRows: UnsafeMutablePointer<Float>        // [64][paddedDim]
         let keyGradient: UnsafeMutablePointer<Float>    // [64][paddedDim]: dK (pass 1) or dQ (pass 2)
+        // One query block's (pass 1) or key tile's (pass 2) terms, summed on their own
+        // before they join the total: two-level sums, whose rounding error grows with
+        // 64 + n/64 terms instead of n.
+        let partialKeyGradient: UnsafeMutablePointer<Float>    // [64][paddedDim]
+        let partialValueGradient: UnsafeMutablePointer<Float>  // [64][paddedValueDim]
         let gradientRows: UnsafeMutablePointer<Float>   // [64][paddedValueDim]: dO
         let gradientT: UnsafeMutablePointer<Float>      // [paddedValueDim][64]: dOᵀ
         let valueRows: UnsafeMutablePointer<Float>      // [64][paddedValueDim]
@@ -195,6 +202,12 @@ package enum BackwardEngine {
                 e &+= 16
             }
         }
+    }
+
+    /// total[i] += part[i] for i < count (a multiple of 16).
+    @inline(__always)
+    static func add(_ part: UnsafePointer<Float>, into total: UnsafeMutablePointer<Float>, count: Int) {
+        for index in stride(from: 0, to: count, by: 16) { store16(load16(total + index) + load16(part + index), total + index) }
     }
 
     /// For one (query block, key range) pair whose Q/dO (rows and transposed),
@@ -302,6 +315,7 @@ package enum BackwardEngine {
                 let view = Scratch(dim: s.dim, valueDim: s.valueDim, paddedDim: s.paddedDim,
                                    paddedValueDim: s.paddedValueDim, queryRows: s.queryRows, queryT: s.queryT,
                                    keyRows: s.keyRows + offset &* s.paddedDim, keyGradient: s.keyGradient,
+                                   partialKeyGradient: s.partialKeyGradient, partialValueGradient: s.partialValueGradient,
                                    gradientRows: s.gradientRows, gradientT: s.gradientT,
                                    valueRows: s.valueRows + offset &* s.paddedValueDim, valueGradient: s.valueGradient,
                                    scoresT: s.scoresT, gradientScoresT: s.gradientScoresT, capFactorT: s.capFactorT,
@@ -309,12 +323,16 @@ package enum BackwardEngine {
                 probabilitiesAndGradients(unit.forward, options: options, rowStart: rowStart, rows: rows, keyStart: low,
                                           keys: keys, scratch: view)
                 // dV[c] += Σ_r P[r][c]·dO[r];  dK[c] += Σ_r dS[r][c]·Q[r]   (scale is in dS).
-                accumulate(s.valueGradient + offset &* s.paddedValueDim, accStride: s.paddedValueDim, n: keys,
+                s.partialValueGradient.update(repeating: 0, count: keys &* s.paddedValueDim)
+                s.partialKeyGradient.update(repeating: 0, count: keys &* s.paddedDim)
+                accumulate(s.partialValueGradient, accStride: s.paddedValueDim, n: keys,
                            weights: s.scoresT, weightRow: tile, weightColumn: 1, m: rows, x: s.gradientRows,
                            xStride: s.paddedValueDim, width: s.paddedValueDim, skipZeros: true)
-                accumulate(s.keyGradient + offset &* s.paddedDim, accStride: s.paddedDim, n: keys,
+                accumulate(s.partialKeyGradient, accStride: s.paddedDim, n: keys,
                            weights: s.gradientScoresT, weightRow: tile, weightColumn: 1, m: rows, x: s.queryRows,
                            xStride: s.paddedDim, width: s.paddedDim, skipZeros: true)
+                add(s.partialValueGradient, into: s.valueGradient + offset &* s.paddedValueDim, count: keys &* s.paddedValueDim)
+                add(s.partialKeyGradient, into: s.keyGradient + offset &* s.paddedDim, count: keys &* s.paddedDim)
             }
         }
         for c in 0..<keyCount {
@@ -344,9 +362,11 @@ package enum BackwardEngine {
                 probabilitiesAndGradients(unit.forward, options: options, rowStart: rowStart, rows: rows,
                                           keyStart: keyStart, keys: keys, scratch: s)
                 // dQ[r] += Σ_c dS[r][c]·K[c]   (scale is in dS).
-                accumulate(s.keyGradient, accStride: s.paddedDim, n: rows, weights: s.gradientScoresT, weightRow: 1,
-                           weightColumn: tile, m: keys, x: s.keyRows, xStride: s.paddedDim, width: s.paddedDim,
-                           skipZeros: true)
+                s.partialKeyGradient.update(repeating: 0, count: rows &* s.paddedDim)
+                accumulate(s.partialKeyGradient, accStride: s.paddedDim, n: rows, weights: s.gradientScoresT,
+                           weightRow: 1, weightColumn: tile, m: keys, x: s.keyRows, xStride: s.paddedDim,
+                           width: s.paddedDim, skipZeros: true)
+                add(s.partialKeyGradient, into: s.keyGradient, count: rows &* s.paddedDim)
                 keyStart = keyEnd
             }
         }
