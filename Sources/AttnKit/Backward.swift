@@ -65,11 +65,13 @@ enum AttentionBackward {
         }
     }
 
-    /// Zero-fills a gradient the plan gave no unit (no rows to attend from, say).
-    static func zero<E: AttnStorage>(_ tensor: MutableStridedTensor<E>) {
-        guard tensor.elementCount > 0 else { return }
+    /// Zero-fills rows `start...` (axis 0) of a gradient no unit writes: all of it
+    /// when the call has no units, or a varlen batch's rows past its last sequence.
+    static func zero<E: AttnStorage>(_ tensor: MutableStridedTensor<E>, rowsFrom start: Int = 0) {
+        guard tensor.rank >= 1, start < tensor.shape[0], tensor.elementCount > 0 else { return }
         var index = [Int](repeating: 0, count: tensor.rank)
-        for _ in 0..<tensor.elementCount {
+        index[0] = start
+        while true {
             var offset = 0
             for axis in 0..<tensor.rank { offset += index[axis] * tensor.strides[axis] }
             tensor.data[offset] = E.fromFloat(0)
@@ -77,6 +79,7 @@ enum AttentionBackward {
             while axis >= 0 {
                 index[axis] += 1
                 if index[axis] < tensor.shape[axis] { break }
+                if axis == 0 { return }
                 index[axis] = 0
                 axis -= 1
             }
@@ -115,7 +118,8 @@ extension FlashAttention {
             throw error.renamingTensors(["q": "dq", "k": "dk", "v": "dv", "out": "dout"])
         }
         try finish(forward: forward, gradients: gradients, headDim: q.shape[3], valueDim: v.shape[3],
-                   dQ: dQ, dK: dK, dV: dV, threads: threads, useReference: useReference)
+                   dQ: dQ, dK: dK, dV: dV, rowsCovered: forward.isEmpty ? (0, 0) : (q.shape[0], k.shape[0]),
+                   threads: threads, useReference: useReference)
     }
 
     /// flash-attn's backward for `varlen`:
@@ -133,10 +137,10 @@ extension FlashAttention {
              ("dk", dK.shape, dK.strides, "k", k.shape), ("dv", dV.shape, dV.strides, "v", v.shape)],
             writable: [("dq", dQ.shape, dQ.strides), ("dk", dK.shape, dK.strides), ("dv", dV.shape, dV.strides)])
         let writes = dQ.elementCount > 0 || dK.elementCount > 0 || dV.elementCount > 0
-        let forward = try varlenUnits(q: q, k: k, v: v, boundariesQ: boundariesQ, boundariesK: boundariesK,
-                                      maxSeqlenQ: maxSeqlenQ, maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes,
-                                      out: out.assumingMutable, lse: lse.assumingMutable, writesNothing: !writes,
-                                      computesInFloat: E.self != Double.self)
+        let (forward, offsetsQ, offsetsK) = try varlenPlan(
+            q: q, k: k, v: v, boundariesQ: boundariesQ, boundariesK: boundariesK, maxSeqlenQ: maxSeqlenQ,
+            maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes, out: out.assumingMutable, lse: lse.assumingMutable,
+            writesNothing: !writes, computesInFloat: E.self != Double.self)
         let gradients: [AttentionUnit<E>]
         do {
             gradients = try varlenUnits(q: dQ.readOnly, k: dK.readOnly, v: dV.readOnly, boundariesQ: boundariesQ,
@@ -146,8 +150,10 @@ extension FlashAttention {
         } catch let error as AttnError {
             throw error.renamingTensors(["q": "dq", "k": "dk", "v": "dv", "out": "dout"])
         }
+        // Rows past the last sequence belong to no unit.
+        let covered = forward.isEmpty ? (0, 0) : (offsetsQ.last ?? 0, offsetsK.last ?? 0)
         try finish(forward: forward, gradients: gradients, headDim: q.shape[2], valueDim: v.shape[2],
-                   dQ: dQ, dK: dK, dV: dV, threads: threads, useReference: useReference)
+                   dQ: dQ, dK: dK, dV: dV, rowsCovered: covered, threads: threads, useReference: useReference)
     }
 
     /// The rules the backward adds to the forward's: no int8 path (its
@@ -160,11 +166,11 @@ extension FlashAttention {
 
     func finish<E: AttnStorage>(forward: [AttentionUnit<E>], gradients: [AttentionUnit<E>], headDim: Int, valueDim: Int,
                                 dQ: MutableStridedTensor<E>, dK: MutableStridedTensor<E>, dV: MutableStridedTensor<E>,
-                                threads: Int, useReference: Bool) throws {
-        // Keys no unit reaches (past every sequence of a varlen batch) get zero.
-        AttentionBackward.zero(dK)
-        AttentionBackward.zero(dV)
-        AttentionBackward.zero(dQ)
+                                rowsCovered: (queries: Int, keys: Int), threads: Int, useReference: Bool) throws {
+        // The engine writes every row of every unit and group; the rest is zero.
+        AttentionBackward.zero(dQ, rowsFrom: rowsCovered.queries)
+        AttentionBackward.zero(dK, rowsFrom: rowsCovered.keys)
+        AttentionBackward.zero(dV, rowsFrom: rowsCovered.keys)
         var options = AttentionOptions(headDim: headDim, valueDim: valueDim,
                                        scale: softmaxScale ?? 1 / Double(headDim).squareRoot())
         options.setSoftcap(softcap)
@@ -202,9 +208,11 @@ extension ScaledDotProductAttention {
         } catch let error as AttnError {
             throw error.renamingTensors(["query": "dquery", "key": "dkey", "value": "dvalue", "out": "dout"])
         }
-        AttentionBackward.zero(dQuery)
-        AttentionBackward.zero(dKey)
-        AttentionBackward.zero(dValue)
+        if forward.isEmpty {   // out has no elements: nothing flows back
+            AttentionBackward.zero(dQuery)
+            AttentionBackward.zero(dKey)
+            AttentionBackward.zero(dValue)
+        }
         try AttentionBackward.run(AttentionBackward.problem(forward: forward, gradients: gradients), options: options,
                                   threads: threads, useReference: useReference)
     }

@@ -28,6 +28,11 @@ import AttnKitCore
 /// so the forward's transformScores applies unchanged.
 package enum BackwardEngine {
     static let tile = 64
+    /// The one-pass schedule needs this many groups (tasks) ...
+    static let singlePassGroups = 8
+    /// ... and a group's fp32 dQ sums and packed query tiles in at most this many
+    /// floats (32 MiB) per worker.
+    static let singlePassFloats = 8 << 20
 
     @_specialize(where E == Float)
     @_specialize(where E == Float16)
@@ -57,6 +62,33 @@ package enum BackwardEngine {
             }
         }
 
+        let groups = problem.groups
+        let paddedDim = layout.paddedDim
+        // One pass per group when there are enough groups to share out and their
+        // dQ sums fit: a task then owns every row its dQ touches (5 tile products
+        // instead of 7). The choice depends on the problem only, never on the
+        // thread count, so the bits do not either.
+        let groupRows = groups.map { $0.reduce(0) { $0 + units[$1].forward.queries } }
+        // A group's fp32 dQ sums, then its query blocks' packed tiles.
+        let tileFloats = layout.queryTileFloats
+        let groupFloats = zip(groups, groupRows).map { group, rows in
+            rows &* paddedDim &+ group.reduce(0) { $0 + (units[$1].forward.queries + tile - 1) / tile } &* tileFloats
+        }
+        let largestGroup = groupFloats.max() ?? 0
+        if groups.count >= singlePassGroups && largestGroup <= singlePassFloats {
+            let queryGradients = try PerWorker<Float>(workers: workers, count: Swift.max(1, largestGroup))
+            defer { queryGradients.deallocate() }
+            units.withUnsafeBufferPointer { list in
+                deltaStart.withUnsafeBufferPointer { starts in
+                    parallelFor(count: groups.count, threads: Swift.min(workers, groups.count)) { index, worker in
+                        groupTask(list, group: groups[index], rows: groupRows[index], options: options, delta: deltaBase,
+                                  deltaStart: starts, scratch: layout.scratch(scratch[worker]),
+                                  queryGradients: queryGradients[worker])
+                    }
+                }
+            }
+            return
+        }
         // Pass 1: dK and dV, per (group, key block).
         var keyTasks: [(group: Int32, block: Int32)] = []
         for (groupIndex, group) in problem.groups.enumerated() {
@@ -69,14 +101,13 @@ package enum BackwardEngine {
         for (index, unit) in units.enumerated() {
             for block in 0..<((unit.forward.queries + tile - 1) / tile) { queryTasks.append((Int32(index), Int32(block))) }
         }
-        let groups = problem.groups
         units.withUnsafeBufferPointer { list in
             deltaStart.withUnsafeBufferPointer { starts in
                 keyTasks.withUnsafeBufferPointer { tasks in
                     parallelFor(count: tasks.count, threads: Swift.min(workers, tasks.count)) { task, worker in
                         let (group, block) = tasks[task]
                         keyBlock(list, group: groups[Int(group)], block: Int(block), options: options, delta: deltaBase,
-                                 deltaStart: starts, scratch: layout.scratch(scratch[worker]))
+                                 deltaStart: starts, scratch: layout.scratch(scratch[worker]), queryGradients: nil)
                     }
                 }
                 queryTasks.withUnsafeBufferPointer { tasks in
@@ -115,6 +146,9 @@ package enum BackwardEngine {
             floats = 5 * tile * paddedDim + 5 * tile * paddedValueDim + 3 * tile * tile + 2 * tile
         }
 
+        /// Floats of one query block's packed tiles (Scratch.queryTiles).
+        var queryTileFloats: Int { 2 * tile * paddedDim + 2 * tile * paddedValueDim + 2 * tile }
+
         func scratch(_ base: UnsafeMutablePointer<Float>) -> Scratch {
             var next = base
             func take(_ count: Int) -> UnsafeMutablePointer<Float> { defer { next += count }; return next }
@@ -149,6 +183,31 @@ package enum BackwardEngine {
         let capFactorT: UnsafeMutablePointer<Float>     // [64 keys][64 rows]: 1 − tanh² under a softcap
         let lse: UnsafeMutablePointer<Float>            // [64]
         let delta: UnsafeMutablePointer<Float>          // [64]
+
+        /// Floats of one query block's tiles (Q, Qᵀ, dO, dOᵀ, lse, Δ) packed back to back.
+        var queryTileFloats: Int { 2 &* tile &* paddedDim &+ 2 &* tile &* paddedValueDim &+ 2 &* tile }
+
+        /// The same scratch with a query block's tiles at `base` (a group's packs).
+        func queryTiles(at base: UnsafeMutablePointer<Float>) -> Scratch {
+            let qT = base + tile &* paddedDim, dO = qT + tile &* paddedDim, dOT = dO + tile &* paddedValueDim
+            let lse = dOT + tile &* paddedValueDim
+            return Scratch(dim: dim, valueDim: valueDim, paddedDim: paddedDim, paddedValueDim: paddedValueDim,
+                           queryRows: base, queryT: qT, keyRows: keyRows, keyGradient: keyGradient,
+                           partialKeyGradient: partialKeyGradient, partialValueGradient: partialValueGradient,
+                           gradientRows: dO, gradientT: dOT, valueRows: valueRows, valueGradient: valueGradient,
+                           scoresT: scoresT, gradientScoresT: gradientScoresT, capFactorT: capFactorT,
+                           lse: lse, delta: lse + tile)
+        }
+
+        /// The same scratch with K and V rows starting `offset` rows into their tiles.
+        func keysFrom(_ offset: Int) -> Scratch {
+            Scratch(dim: dim, valueDim: valueDim, paddedDim: paddedDim, paddedValueDim: paddedValueDim,
+                    queryRows: queryRows, queryT: queryT, keyRows: keyRows + offset &* paddedDim, keyGradient: keyGradient,
+                    partialKeyGradient: partialKeyGradient, partialValueGradient: partialValueGradient,
+                    gradientRows: gradientRows, gradientT: gradientT, valueRows: valueRows + offset &* paddedValueDim,
+                    valueGradient: valueGradient, scoresT: scoresT, gradientScoresT: gradientScoresT,
+                    capFactorT: capFactorT, lse: lse, delta: delta)
+        }
     }
 
     /// Copies `count` rows of `width` elements into [64][paddedWidth] fp32 rows,
@@ -288,10 +347,49 @@ package enum BackwardEngine {
         }
     }
 
-    /// Pass 1: dK and dV of keys [block·64, +64) for every unit of `group`.
+    /// The one-pass schedule: all of a group's gradients, key block by key block;
+    /// each block adds its dQ terms into `queryGradients` ([rows of the group's
+    /// units, in order][paddedDim] fp32), written out at the end.
+    static func groupTask<E: AttnStorage>(_ units: UnsafeBufferPointer<BackwardUnit<E>>, group: [Int], rows: Int,
+                                          options: AttentionOptions, delta: UnsafePointer<Float>,
+                                          deltaStart: UnsafeBufferPointer<Int>, scratch s: Scratch,
+                                          queryGradients: UnsafeMutablePointer<Float>) {
+        guard let first = group.first else { return }
+        queryGradients.update(repeating: 0, count: rows &* s.paddedDim)
+        // Every query block's tiles, packed once for all the key blocks.
+        let packs = queryGradients + rows &* s.paddedDim
+        var packed = 0
+        for index in group {
+            let unit = units[index]
+            for block in 0..<((unit.forward.queries + tile - 1) / tile) {
+                let rowStart = block &* tile
+                packQueryBlock(unit, rowStart: rowStart, rows: Swift.min(tile, unit.forward.queries &- rowStart),
+                               delta: delta + deltaStart[index], scratch: s.queryTiles(at: packs + packed &* s.queryTileFloats))
+                packed &+= 1
+            }
+        }
+        for block in 0..<((units[first].forward.keys + tile - 1) / tile) {
+            keyBlock(units, group: group, block: block, options: options, delta: delta, deltaStart: deltaStart,
+                     scratch: s, queryGradients: queryGradients, queryPacks: packs)
+        }
+        var offset = 0
+        for index in group {
+            let unit = units[index]
+            for r in 0..<unit.forward.queries {
+                let dq = unit.dQ.pointer(r, 0), row = queryGradients + (offset &+ r) &* s.paddedDim
+                for d in 0..<s.dim { dq[d &* unit.dQ.colStride] = E.fromFloat(row[d]) }
+            }
+            offset &+= unit.forward.queries
+        }
+    }
+
+    /// Pass 1: dK and dV of keys [block·64, +64) for every unit of `group`; with
+    /// `queryGradients` (the one-pass schedule), also these keys' dQ terms.
     static func keyBlock<E: AttnStorage>(_ units: UnsafeBufferPointer<BackwardUnit<E>>, group: [Int], block: Int,
                                          options: AttentionOptions, delta: UnsafePointer<Float>,
-                                         deltaStart: UnsafeBufferPointer<Int>, scratch s: Scratch) {
+                                         deltaStart: UnsafeBufferPointer<Int>, scratch s: Scratch,
+                                         queryGradients: UnsafeMutablePointer<Float>?,
+                                         queryPacks: UnsafeMutablePointer<Float>? = nil) {
         guard let firstIndex = group.first else { return }
         let first = units[firstIndex]
         let keyStart = block &* tile, keyCount = Swift.min(tile, first.forward.keys &- keyStart)
@@ -301,38 +399,49 @@ package enum BackwardEngine {
              rows: s.keyRows, transposed: nil)
         pack(first.forward.v, start: keyStart, count: keyCount, width: s.valueDim, paddedWidth: s.paddedValueDim,
              rows: s.valueRows, transposed: nil)
+        var groupRow = 0, groupBlock = 0
         for index in group {
             let unit = units[index]
+            defer {
+                groupRow &+= unit.forward.queries
+                groupBlock &+= (unit.forward.queries + tile - 1) / tile
+            }
             for queryBlock in 0..<((unit.forward.queries + tile - 1) / tile) {
                 let rowStart = queryBlock &* tile, rows = Swift.min(tile, unit.forward.queries &- rowStart)
                 let range = FlashEngine.blockKeys(unit.forward, options: options, rowStart: rowStart)
                 let low = Swift.max(keyStart, range.lowerBound), high = Swift.min(keyStart &+ keyCount, range.upperBound)
                 if low >= high { continue }
-                packQueryBlock(unit, rowStart: rowStart, rows: rows, delta: delta + deltaStart[index], scratch: s)
+                var tiles = s
+                if let queryPacks {   // packed once per group (the one-pass schedule)
+                    tiles = s.queryTiles(at: queryPacks + (groupBlock &+ queryBlock) &* s.queryTileFloats)
+                } else {
+                    packQueryBlock(unit, rowStart: rowStart, rows: rows, delta: delta + deltaStart[index], scratch: s)
+                }
                 let offset = low &- keyStart
                 let keys = high &- low
                 // The key rows of [low, high) start `offset` rows into the packed block.
-                let view = Scratch(dim: s.dim, valueDim: s.valueDim, paddedDim: s.paddedDim,
-                                   paddedValueDim: s.paddedValueDim, queryRows: s.queryRows, queryT: s.queryT,
-                                   keyRows: s.keyRows + offset &* s.paddedDim, keyGradient: s.keyGradient,
-                                   partialKeyGradient: s.partialKeyGradient, partialValueGradient: s.partialValueGradient,
-                                   gradientRows: s.gradientRows, gradientT: s.gradientT,
-                                   valueRows: s.valueRows + offset &* s.paddedValueDim, valueGradient: s.valueGradient,
-                                   scoresT: s.scoresT, gradientScoresT: s.gradientScoresT, capFactorT: s.capFactorT,
-                                   lse: s.lse, delta: s.delta)
+                let view = tiles.keysFrom(offset)
                 probabilitiesAndGradients(unit.forward, options: options, rowStart: rowStart, rows: rows, keyStart: low,
                                           keys: keys, scratch: view)
                 // dV[c] += Σ_r P[r][c]·dO[r];  dK[c] += Σ_r dS[r][c]·Q[r]   (scale is in dS).
                 s.partialValueGradient.update(repeating: 0, count: keys &* s.paddedValueDim)
                 s.partialKeyGradient.update(repeating: 0, count: keys &* s.paddedDim)
                 accumulate(s.partialValueGradient, accStride: s.paddedValueDim, n: keys,
-                           weights: s.scoresT, weightRow: tile, weightColumn: 1, m: rows, x: s.gradientRows,
+                           weights: s.scoresT, weightRow: tile, weightColumn: 1, m: rows, x: view.gradientRows,
                            xStride: s.paddedValueDim, width: s.paddedValueDim, skipZeros: true)
                 accumulate(s.partialKeyGradient, accStride: s.paddedDim, n: keys,
-                           weights: s.gradientScoresT, weightRow: tile, weightColumn: 1, m: rows, x: s.queryRows,
+                           weights: s.gradientScoresT, weightRow: tile, weightColumn: 1, m: rows, x: view.queryRows,
                            xStride: s.paddedDim, width: s.paddedDim, skipZeros: true)
                 add(s.partialValueGradient, into: s.valueGradient + offset &* s.paddedValueDim, count: keys &* s.paddedValueDim)
                 add(s.partialKeyGradient, into: s.keyGradient + offset &* s.paddedDim, count: keys &* s.paddedDim)
+                if let queryGradients {   // dQ[r] += Σ_c dS[r][c]·K[c] over these keys
+                    s.partialKeyGradient.update(repeating: 0, count: rows &* s.paddedDim)
+                    accumulate(s.partialKeyGradient, accStride: s.paddedDim, n: rows, weights: s.gradientScoresT,
+                               weightRow: 1, weightColumn: tile, m: keys, x: view.keyRows, xStride: s.paddedDim,
+                               width: s.paddedDim, skipZeros: true)
+                    add(s.partialKeyGradient, into: queryGradients + (groupRow &+ rowStart) &* s.paddedDim,
+                        count: rows &* s.paddedDim)
+                }
             }
         }
         for c in 0..<keyCount {
