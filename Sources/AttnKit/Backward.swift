@@ -44,12 +44,13 @@ enum AttentionBackward {
     }
 
     /// The gradients' shapes must be their inputs' shapes, and dq, dk, dv writable.
-    static func checkGradients(_ pairs: [(String, [Int], [Int], String, [Int])], writable: [(String, [Int], [Int])]) throws {
-        for (name, shape, strides, like, expected) in pairs {
+    static func checkGradients(_ pairs: [(String, [Int], [Int], Bool, String, [Int])],
+                               writable: [(String, [Int], [Int])]) throws {
+        for (name, shape, strides, hasData, like, expected) in pairs {
             guard shape == expected else {
                 throw AttnError.shape(argument: name, rule: "must have \(like)'s shape \(expected), got \(shape)")
             }
-            try validateLayout(name, shape: shape, strides: strides, hasData: true)
+            try validateLayout(name, shape: shape, strides: strides, hasData: hasData)
         }
         for (name, shape, strides) in writable { try validateWritable(name, shape: shape, strides: strides) }
     }
@@ -87,6 +88,39 @@ enum AttentionBackward {
     }
 }
 
+/// A read-only operand the planners check as an output (dout, and the forward's
+/// out and lse): as given if its strides could be written through, otherwise a
+/// contiguous copy (a broadcast dout, such as the gradient of a sum, is valid input).
+struct ReadableOperand<E> {
+    let view: StridedTensor<E>
+    private let copy: Workspace<E>?
+
+    init(_ tensor: StridedTensor<E>) throws {
+        if (try? validateWritable("", shape: tensor.shape, strides: tensor.strides)) != nil {
+            view = tensor; copy = nil
+            return
+        }
+        let workspace = try Workspace<E>(count: Swift.max(1, tensor.elementCount))
+        var index = [Int](repeating: 0, count: tensor.rank)
+        for element in 0..<tensor.elementCount {
+            var offset = 0
+            for axis in 0..<tensor.rank { offset += index[axis] * tensor.strides[axis] }
+            (workspace.pointer + element).initialize(to: tensor.data[offset])
+            var axis = tensor.rank - 1
+            while axis >= 0 {
+                index[axis] += 1
+                if index[axis] < tensor.shape[axis] { break }
+                index[axis] = 0
+                axis -= 1
+            }
+        }
+        view = StridedTensor(contiguous: UnsafePointer(workspace.pointer), shape: tensor.shape)
+        copy = workspace
+    }
+
+    func deallocate() { copy?.deallocate() }
+}
+
 extension StridedTensor {
     /// The same view as writable, for planners that take an output they will only read here.
     var assumingMutable: MutableStridedTensor<Element> {
@@ -105,15 +139,17 @@ extension FlashAttention {
     ) throws {
         try requireSupported(E.self)
         try AttentionBackward.checkGradients(
-            [("dout", dOut.shape, dOut.strides, "out", out.shape), ("dq", dQ.shape, dQ.strides, "q", q.shape),
-             ("dk", dK.shape, dK.strides, "k", k.shape), ("dv", dV.shape, dV.strides, "v", v.shape)],
+            [("dout", dOut.shape, dOut.strides, dOut.base != nil, "out", out.shape), ("dq", dQ.shape, dQ.strides, dQ.base != nil, "q", q.shape),
+             ("dk", dK.shape, dK.strides, dK.base != nil, "k", k.shape), ("dv", dV.shape, dV.strides, dV.base != nil, "v", v.shape)],
             writable: [("dq", dQ.shape, dQ.strides), ("dk", dK.shape, dK.strides), ("dv", dV.shape, dV.strides)])
         let forward = try batchedUnits(q: q, k: k, v: v, alibiSlopes: alibiSlopes, out: out.assumingMutable,
                                        lse: lse.assumingMutable, probs: nil) ?? []
+        let gradient = try ReadableOperand(dOut)   // checked above, and the forward's rules hold
+        defer { gradient.deallocate() }
         let gradients: [AttentionUnit<E>]
         do {
             gradients = try batchedUnits(q: dQ.readOnly, k: dK.readOnly, v: dV.readOnly, alibiSlopes: alibiSlopes,
-                                         out: dOut.assumingMutable, lse: nil, probs: nil) ?? []
+                                         out: gradient.view.assumingMutable, lse: nil, probs: nil) ?? []
         } catch let error as AttnError {
             throw error.renamingTensors(["q": "dq", "k": "dk", "v": "dv", "out": "dout"])
         }
@@ -133,19 +169,21 @@ extension FlashAttention {
     ) throws {
         try requireSupported(E.self)
         try AttentionBackward.checkGradients(
-            [("dout", dOut.shape, dOut.strides, "out", out.shape), ("dq", dQ.shape, dQ.strides, "q", q.shape),
-             ("dk", dK.shape, dK.strides, "k", k.shape), ("dv", dV.shape, dV.strides, "v", v.shape)],
+            [("dout", dOut.shape, dOut.strides, dOut.base != nil, "out", out.shape), ("dq", dQ.shape, dQ.strides, dQ.base != nil, "q", q.shape),
+             ("dk", dK.shape, dK.strides, dK.base != nil, "k", k.shape), ("dv", dV.shape, dV.strides, dV.base != nil, "v", v.shape)],
             writable: [("dq", dQ.shape, dQ.strides), ("dk", dK.shape, dK.strides), ("dv", dV.shape, dV.strides)])
         let writes = dQ.elementCount > 0 || dK.elementCount > 0 || dV.elementCount > 0
         let (forward, offsetsQ, offsetsK) = try varlenPlan(
             q: q, k: k, v: v, boundariesQ: boundariesQ, boundariesK: boundariesK, maxSeqlenQ: maxSeqlenQ,
             maxSeqlenK: maxSeqlenK, alibiSlopes: alibiSlopes, out: out.assumingMutable, lse: lse.assumingMutable,
             writesNothing: !writes, computesInFloat: E.self != Double.self)
+        let gradient = try ReadableOperand(dOut)
+        defer { gradient.deallocate() }
         let gradients: [AttentionUnit<E>]
         do {
             gradients = try varlenUnits(q: dQ.readOnly, k: dK.readOnly, v: dV.readOnly, boundariesQ: boundariesQ,
                                         boundariesK: boundariesK, maxSeqlenQ: maxSeqlenQ, maxSeqlenK: maxSeqlenK,
-                                        alibiSlopes: alibiSlopes, out: dOut.assumingMutable, lse: nil,
+                                        alibiSlopes: alibiSlopes, out: gradient.view.assumingMutable, lse: nil,
                                         writesNothing: !writes, computesInFloat: E.self != Double.self)
         } catch let error as AttnError {
             throw error.renamingTensors(["q": "dq", "k": "dk", "v": "dv", "out": "dout"])
@@ -195,16 +233,18 @@ extension ScaledDotProductAttention {
         useReference: Bool = false
     ) throws {
         try AttentionBackward.checkGradients(
-            [("dout", dOut.shape, dOut.strides, "out", out.shape), ("dquery", dQuery.shape, dQuery.strides, "query", query.shape),
-             ("dkey", dKey.shape, dKey.strides, "key", key.shape), ("dvalue", dValue.shape, dValue.strides, "value", value.shape)],
+            [("dout", dOut.shape, dOut.strides, dOut.base != nil, "out", out.shape), ("dquery", dQuery.shape, dQuery.strides, dQuery.base != nil, "query", query.shape),
+             ("dkey", dKey.shape, dKey.strides, dKey.base != nil, "key", key.shape), ("dvalue", dValue.shape, dValue.strides, dValue.base != nil, "value", value.shape)],
             writable: [("dquery", dQuery.shape, dQuery.strides), ("dkey", dKey.shape, dKey.strides),
                        ("dvalue", dValue.shape, dValue.strides)])
         let (forward, options) = try plan(query: query, key: key, value: value, mask: mask, out: out.assumingMutable,
                                           lse: lse.assumingMutable)
+        let gradient = try ReadableOperand(dOut)
+        defer { gradient.deallocate() }
         let gradients: [AttentionUnit<E>]
         do {
             gradients = try plan(query: dQuery.readOnly, key: dKey.readOnly, value: dValue.readOnly, mask: mask,
-                                 out: dOut.assumingMutable).0
+                                 out: gradient.view.assumingMutable).0
         } catch let error as AttnError {
             throw error.renamingTensors(["query": "dquery", "key": "dkey", "value": "dvalue", "out": "dout"])
         }
