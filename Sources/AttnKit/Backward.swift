@@ -137,11 +137,7 @@ extension FlashAttention {
         lse: StridedTensor<Float>, alibiSlopes: Slopes? = nil, dQ: MutableStridedTensor<E>, dK: MutableStridedTensor<E>,
         dV: MutableStridedTensor<E>, threads: Int = ThreadSettings.numThreads, useReference: Bool = false
     ) throws {
-        try requireSupported(E.self)
-        try AttentionBackward.checkGradients(
-            [("dout", dOut.shape, dOut.strides, dOut.base != nil, "out", out.shape), ("dq", dQ.shape, dQ.strides, dQ.base != nil, "q", q.shape),
-             ("dk", dK.shape, dK.strides, dK.base != nil, "k", k.shape), ("dv", dV.shape, dV.strides, dV.base != nil, "v", v.shape)],
-            writable: [("dq", dQ.shape, dQ.strides), ("dk", dK.shape, dK.strides), ("dv", dV.shape, dV.strides)])
+        try checkBackward(dOut: dOut, q: q, k: k, v: v, out: out, dQ: dQ, dK: dK, dV: dV)
         let forward = try batchedUnits(q: q, k: k, v: v, alibiSlopes: alibiSlopes, out: out.assumingMutable,
                                        lse: lse.assumingMutable, probs: nil) ?? []
         let gradient = try ReadableOperand(dOut)   // checked above, and the forward's rules hold
@@ -167,11 +163,7 @@ extension FlashAttention {
         maxSeqlenK: Int, alibiSlopes: Slopes? = nil, dQ: MutableStridedTensor<E>, dK: MutableStridedTensor<E>,
         dV: MutableStridedTensor<E>, threads: Int = ThreadSettings.numThreads, useReference: Bool = false
     ) throws {
-        try requireSupported(E.self)
-        try AttentionBackward.checkGradients(
-            [("dout", dOut.shape, dOut.strides, dOut.base != nil, "out", out.shape), ("dq", dQ.shape, dQ.strides, dQ.base != nil, "q", q.shape),
-             ("dk", dK.shape, dK.strides, dK.base != nil, "k", k.shape), ("dv", dV.shape, dV.strides, dV.base != nil, "v", v.shape)],
-            writable: [("dq", dQ.shape, dQ.strides), ("dk", dK.shape, dK.strides), ("dv", dV.shape, dV.strides)])
+        try checkBackward(dOut: dOut, q: q, k: k, v: v, out: out, dQ: dQ, dK: dK, dV: dV)
         let writes = dQ.elementCount > 0 || dK.elementCount > 0 || dV.elementCount > 0
         let (forward, offsetsQ, offsetsK) = try varlenPlan(
             q: q, k: k, v: v, boundariesQ: boundariesQ, boundariesK: boundariesK, maxSeqlenQ: maxSeqlenQ,
@@ -195,11 +187,19 @@ extension FlashAttention {
     }
 
     /// The rules the backward adds to the forward's: no int8 path (its
-    /// quantization has no gradient).
-    func requireSupported<E>(_: E.Type) throws {
+    /// quantization has no gradient), and gradients shaped as their inputs.
+    func checkBackward<E>(dOut: StridedTensor<E>, q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>,
+                          out: StridedTensor<E>, dQ: MutableStridedTensor<E>, dK: MutableStridedTensor<E>,
+                          dV: MutableStridedTensor<E>) throws {
         guard int8 == nil else {
             throw AttnError.invalidArgument(argument: "int8", rule: "has no backward pass: quantized QKᵀ is forward-only")
         }
+        try AttentionBackward.checkGradients(
+            [("dout", dOut.shape, dOut.strides, dOut.base != nil, "out", out.shape),
+             ("dq", dQ.shape, dQ.strides, dQ.base != nil, "q", q.shape),
+             ("dk", dK.shape, dK.strides, dK.base != nil, "k", k.shape),
+             ("dv", dV.shape, dV.strides, dV.base != nil, "v", v.shape)],
+            writable: [("dq", dQ.shape, dQ.strides), ("dk", dK.shape, dK.strides), ("dv", dV.shape, dV.strides)])
     }
 
     func finish<E: AttnStorage>(forward: [AttentionUnit<E>], gradients: [AttentionUnit<E>], headDim: Int, valueDim: Int,

@@ -84,6 +84,21 @@ def sdpa_reference(query, key, value, attn_mask=None, is_causal=False, scale=Non
     return weights @ v
 
 
+def flash_allowed(seq_q, seq_k, causal=False, window=(-1, -1)):
+    """flash-attn's (seq_q, seq_k) bool mask: bottom-right causal and the local window."""
+    rows, cols = torch.arange(seq_q)[:, None], torch.arange(seq_k)[None, :]
+    diagonal = rows + seq_k - seq_q
+    left, right = window
+    if causal:
+        right = 0
+    allowed = torch.ones(seq_q, seq_k, dtype=torch.bool)
+    if left >= 0:
+        allowed &= cols >= diagonal - left
+    if right >= 0:
+        allowed &= cols <= diagonal + right
+    return allowed
+
+
 def flash_reference(q, k, v, causal=False, window=(-1, -1), softcap=0.0, slopes=None, scale=None, weights_too=False):
     """flash-attn's attention_ref for one sequence, in fp64: bottom-right causal, local
     window, softcap before ALiBi, GQA by head groups. q [Sq, Hq, D], k [Sk, Hk, D],
@@ -106,14 +121,7 @@ def flash_reference(q, k, v, causal=False, window=(-1, -1), softcap=0.0, slopes=
     if slopes is not None:
         slopes = torch.as_tensor(slopes).double()
         scores = scores - slopes[:, None, None] * (diagonal - cols).abs()[None]
-    left, right = window
-    if causal:
-        right = 0
-    allowed = torch.ones(seq_q, seq_k, dtype=torch.bool)
-    if left >= 0:
-        allowed &= cols >= diagonal - left
-    if right >= 0:
-        allowed &= cols <= diagonal + right
+    allowed = flash_allowed(seq_q, seq_k, causal, window)
     scores = scores.masked_fill(~allowed[None], -math.inf)
     lse = torch.logsumexp(scores, dim=-1)
     empty = ~allowed.any(-1)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import attnkit
-from conftest import flash_reference, max_error, sdpa_reference
+from conftest import flash_allowed, flash_reference, max_error, sdpa_reference
 
 # fp32 gradients: within this much of the fp64 reference, relative to max(1, max|reference|)
 # (the forward's fp32 rule, spec section 6, applied to each gradient).
@@ -223,14 +223,7 @@ def _torch_flash(q, k, v, features, slopes):
     seq_q, heads, seq_k = q.shape[0], q.shape[1], k.shape[0]
     rows, cols = torch.arange(seq_q)[:, None], torch.arange(seq_k)[None, :]
     diagonal = rows + seq_k - seq_q
-    left, right = features.get("window_size", (-1, -1))
-    if features.get("causal"):
-        right = 0
-    allowed = torch.ones(seq_q, seq_k, dtype=torch.bool)
-    if left >= 0:
-        allowed &= cols >= diagonal - left
-    if right >= 0:
-        allowed &= cols <= diagonal + right
+    allowed = flash_allowed(seq_q, seq_k, features.get("causal", False), features.get("window_size", (-1, -1)))
     mask = allowed
     if slopes is not None:
         bias = -slopes[:, None, None].double() * (diagonal - cols).abs()[None].double()
@@ -313,17 +306,22 @@ def test_inputs_without_grad_take_the_forward_only_path():
 
 def test_forward_only_paths_refuse_inputs_that_require_grad():
     q = torch.randn(1, 2, 64, 16, requires_grad=True)
-    with pytest.raises(RuntimeError, match="int8_scaled_dot_product_attention has no backward pass"):
+    refused = r"requires grad, but this attnkit function has no backward pass.*torch\.no_grad\(\)"
+    with pytest.raises(ValueError, match="query " + refused):
         attnkit.int8_scaled_dot_product_attention(q, q, q)
+    with pytest.raises(ValueError, match="q " + refused):
+        attnkit.int8_flash_attn_varlen_func(q[0], q[0], q[0], [0, 2], [0, 2], 2, 2)
     cache = torch.zeros(1, 8, 2, 16)
-    with pytest.raises(RuntimeError, match="flash_attn_with_kvcache has no backward pass"):
+    with pytest.raises(ValueError, match="q " + refused):
         attnkit.flash_attn_with_kvcache(q.transpose(1, 2)[:, :1], cache, cache, cache_seqlens=4)
     x = torch.randn(1, 5, 16, requires_grad=True)
-    with pytest.raises(NotImplementedError, match="weights have no backward pass"):
+    with pytest.raises(ValueError, match="q " + refused):
         attnkit.eager_causal_attention(x, x, x, 2, 8, return_weights=True)
     mask = torch.randn(5, 5, requires_grad=True)
-    with pytest.raises(NotImplementedError, match="attn_mask requires grad"):
+    with pytest.raises(ValueError, match="attn_mask requires grad"):
         attnkit.scaled_dot_product_attention(x[:, None], x[:, None], x[:, None], attn_mask=mask)
+    with torch.no_grad():
+        assert attnkit.int8_scaled_dot_product_attention(q, q, q).grad_fn is None
 
 
 def test_return_attn_probs_keeps_out_differentiable():

@@ -17,13 +17,6 @@ def wants_grad(*tensors):
     return torch.is_grad_enabled() and any(is_torch(x) and x.requires_grad for x in tensors if x is not None)
 
 
-def forward_only(name, *tensors):
-    """Refuses a call that would return a result silently detached from the graph."""
-    if wants_grad(*tensors):
-        raise RuntimeError(f"{name} has no backward pass: call it under torch.no_grad() or on tensors that do not "
-                           "require grad")
-
-
 def _gradient_of(dout):
     # dout may be an expanded view (the gradient of a sum); the kernel reads strides, but a
     # contiguous copy keeps its rows cache-friendly.

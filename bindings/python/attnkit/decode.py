@@ -31,10 +31,6 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     int8 caches (an attnkit extension): k_cache/v_cache int8 with k_scale/v_scale fp32 of shape
     k_cache.shape[:3], one symmetric scale per (row, position, KV head); new k/v are quantized on
     append (absmax/127 per token and head) and the kernel dequantizes on the fly."""
-    if is_torch(q):
-        from .autograd import forward_only
-
-        forward_only("flash_attn_with_kvcache", q, k, v)
     for name, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
         check_tensor(name, x)
     for name, x in (("k", k), ("v", v), ("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin),

@@ -13,10 +13,7 @@ def _eager(q, k, v, num_heads, head_dim, mask, return_weights, causal):
     if is_torch(q):
         from .autograd import wants_grad
 
-        if wants_grad(q, k, v):
-            if return_weights:
-                raise NotImplementedError("the eager path's weights have no backward pass yet: call it with "
-                                          "return_weights=False to differentiate out, or under torch.no_grad()")
+        if wants_grad(q, k, v) and not return_weights:   # with weights: forward-only (the binding refuses grad)
             # The same function (spec section 1) through the differentiable SDPA kernel.
             from .sdpa import _sdpa_seed
 

@@ -87,11 +87,9 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         raise ValueError(f"q and v must have rank 3 (total, heads, head_dim), got {q.ndim} and {v.ndim}")
     dropout_p = _scalar("dropout_p", dropout_p)
     if is_torch(q):
-        from .autograd import FlashVarlenFunction, forward_only, wants_grad
+        from .autograd import FlashVarlenFunction, wants_grad
 
-        if _int8_mode >= 0:
-            forward_only("int8_flash_attn_varlen_func", q, k, v)
-        elif wants_grad(q, k, v):
+        if _int8_mode < 0 and wants_grad(q, k, v):   # the int8 path is forward-only (the binding refuses grad)
             seed = next_seed() if dropout_p > 0 else 0
             out, lse = FlashVarlenFunction.apply(q, k, v, cu_q, cu_k, max_seqlen_q, max_seqlen_k, alibi_slopes,
                                                  bool(causal), _scalar("softmax_scale", softmax_scale, allow_none=True),
@@ -146,10 +144,6 @@ def flash_attn_varlen_int8_func(q_int8, q_scale, k_int8, k_scale, v, cu_seqlens_
     """
     for name, x in (("q_int8", q_int8), ("q_scale", q_scale), ("k_int8", k_int8), ("k_scale", k_scale), ("v", v)):
         check_tensor(name, x)
-    if is_torch(v):
-        from .autograd import forward_only
-
-        forward_only("flash_attn_varlen_int8_func", q_scale, k_scale, v)
     cu_q, cu_k, max_seqlen_q, max_seqlen_k, left, right = _varlen_arguments(
         cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window_size, alibi_slopes)
     if q_int8.ndim != 3 or v.ndim != 3:

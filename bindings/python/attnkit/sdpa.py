@@ -35,8 +35,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
         if wants_grad(query, key, value, attn_mask):
             if attn_mask is not None and is_torch(attn_mask) and attn_mask.requires_grad:
-                raise NotImplementedError("attn_mask requires grad, but attnkit computes no gradient for the mask: "
-                                          "pass attn_mask.detach()")
+                raise ValueError("attn_mask requires grad, but attnkit computes no gradient for the mask: "
+                                 "pass attn_mask.detach()")
             return SDPAFunction.apply(query, key, value, attn_mask, float(dropout_p), bool(is_causal),
                                       None if scale is None else float(scale), bool(enable_gqa), seed)
     out = empty_like_kind(query, tuple(query.shape[:-1]) + (value.shape[-1],))
@@ -117,10 +117,6 @@ def int8_scaled_dot_product_attention(query, key, value, attn_mask=None, is_caus
         if is_causal:
             raise ValueError("attn_mask must be None when is_causal=True (as in torch)")
     mode = qk_quant_code(qk_quant)
-    if is_torch(query):
-        from .autograd import forward_only
-
-        forward_only("int8_scaled_dot_product_attention", query, key, value)
     if scale is not None and (not isinstance(scale, numbers.Real) or isinstance(scale, bool)):
         raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
     if query.ndim < 2 or value.ndim < 1:

@@ -58,14 +58,7 @@ void init_sdpa(py::module_ &m) {
             const attn_tensor tq = describe(query, "query"), tk = describe(key, "key"), tv = describe(value, "value");
             const attn_tensor to = describe(out, "out");
             const OptionalTensor tm = describe_optional(attn_mask, "attn_mask");
-            attn_sdpa_params params{};
-            params.struct_size = sizeof params;
-            params.is_causal = is_causal ? 1 : 0;
-            params.enable_gqa = enable_gqa ? 1 : 0;
-            params.has_scale = scale.has_value() ? 1 : 0;
-            params.scale = scale.value_or(0.0);
-            params.dropout_p = dropout_p;
-            params.seed = seed;
+            const attn_sdpa_params params = sdpa_params(is_causal, enable_gqa, scale, dropout_p, seed);
             call_without_gil([&] { return attn_sdpa_forward(&params, &tq, &tk, &tv, tm.get(), &to); });
         },
         py::arg("query"), py::arg("key"), py::arg("value"), py::arg("attn_mask"), py::arg("out"),

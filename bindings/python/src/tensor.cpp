@@ -103,12 +103,14 @@ attn_tensor describe(py::handle object, const char *name) {
             throw py::value_error(std::string(name) + " is a conjugated view (is_conj() is True); pass " + name +
                                   ".resolve_conj()");
         }
-        // attnkit has no backward pass yet: a result silently detached from the graph
-        // would fail far from here, at backward().
+        // The differentiable functions reach here inside their autograd.Function, with grad
+        // mode off; anything else that would return a result silently detached from the
+        // graph (and fail far from here, at backward()) is refused.
         if (object.attr("requires_grad").cast<bool>() &&
             py::module_::import("torch").attr("is_grad_enabled")().cast<bool>()) {
-            throw py::value_error(std::string(name) + " requires grad, but attnkit's functions are forward-only (no "
-                                  "backward yet): call them under torch.no_grad() or pass " + name + ".detach()");
+            throw py::value_error(std::string(name) + " requires grad, but this attnkit function has no backward "
+                                  "pass (scaled_dot_product_attention and the flash_attn functions have one): call "
+                                  "it under torch.no_grad() or pass " + name + ".detach()");
         }
         tensor.dtype = torch_dtype(py::str(object.attr("dtype")).cast<std::string>(), name);
         auto shape = object.attr("shape").cast<py::tuple>();
