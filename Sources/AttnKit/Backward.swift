@@ -70,20 +70,11 @@ enum AttentionBackward {
     /// when the call has no units, or a varlen batch's rows past its last sequence.
     static func zero<E: AttnStorage>(_ tensor: MutableStridedTensor<E>, rowsFrom start: Int = 0) {
         guard tensor.rank >= 1, start < tensor.shape[0], tensor.elementCount > 0 else { return }
-        var index = [Int](repeating: 0, count: tensor.rank)
-        index[0] = start
-        while true {
-            var offset = 0
-            for axis in 0..<tensor.rank { offset += index[axis] * tensor.strides[axis] }
-            tensor.data[offset] = E.fromFloat(0)
-            var axis = tensor.rank - 1
-            while axis >= 0 {
-                index[axis] += 1
-                if index[axis] < tensor.shape[axis] { break }
-                if axis == 0 { return }
-                index[axis] = 0
-                axis -= 1
-            }
+        var rows = tensor.shape
+        rows[0] -= start
+        let base = tensor.data + start * tensor.strides[0]
+        PerTensorQuantization.forEachOffset(rows, tensor.strides, tensor.strides) { offset, _ in
+            base[offset] = E.fromFloat(0)
         }
     }
 }
@@ -101,18 +92,9 @@ struct ReadableOperand<E> {
             return
         }
         let workspace = try Workspace<E>(count: Swift.max(1, tensor.elementCount))
-        var index = [Int](repeating: 0, count: tensor.rank)
-        for element in 0..<tensor.elementCount {
-            var offset = 0
-            for axis in 0..<tensor.rank { offset += index[axis] * tensor.strides[axis] }
-            (workspace.pointer + element).initialize(to: tensor.data[offset])
-            var axis = tensor.rank - 1
-            while axis >= 0 {
-                index[axis] += 1
-                if index[axis] < tensor.shape[axis] { break }
-                index[axis] = 0
-                axis -= 1
-            }
+        let source = tensor.data
+        PerTensorQuantization.forEachOffset(tensor.shape, tensor.strides, contiguousStrides(tensor.shape)) { from, to in
+            (workspace.pointer + to).initialize(to: source[from])
         }
         view = StridedTensor(contiguous: UnsafePointer(workspace.pointer), shape: tensor.shape)
         copy = workspace
@@ -209,14 +191,8 @@ extension FlashAttention {
         AttentionBackward.zero(dQ, rowsFrom: rowsCovered.queries)
         AttentionBackward.zero(dK, rowsFrom: rowsCovered.keys)
         AttentionBackward.zero(dV, rowsFrom: rowsCovered.keys)
-        var options = AttentionOptions(headDim: headDim, valueDim: valueDim,
-                                       scale: softmaxScale ?? 1 / Double(headDim).squareRoot())
-        options.setSoftcap(softcap)
-        options.windowLeft = AttentionOptions.boundedWindow(windowLeft)
-        options.windowRight = causal ? 0 : AttentionOptions.boundedWindow(windowRight)
-        options.dropoutP = Float(dropoutP)
-        options.seed = seed
-        try AttentionBackward.run(AttentionBackward.problem(forward: forward, gradients: gradients), options: options,
+        try AttentionBackward.run(AttentionBackward.problem(forward: forward, gradients: gradients),
+                                  options: attentionOptions(headDim: headDim, valueDim: valueDim),
                                   threads: threads, useReference: useReference)
     }
 }

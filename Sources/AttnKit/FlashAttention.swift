@@ -261,17 +261,23 @@ public struct FlashAttention {
         }
     }
 
-    func execute<E: AttnStorage>(units: [AttentionUnit<E>], headDim: Int, valueDim: Int, threads: Int,
-                                 useReference: Bool, probabilities: ProbabilityTargets<E>? = nil) throws {
-        try validateOptions(headDim: headDim, computesInFloat: E.self != Double.self)
-        let scale = softmaxScale ?? 1 / Double(headDim).squareRoot()
-        var options = AttentionOptions(headDim: headDim, valueDim: valueDim, scale: scale)
+    /// The engines' options for this call (forward and backward alike).
+    func attentionOptions(headDim: Int, valueDim: Int) -> AttentionOptions {
+        var options = AttentionOptions(headDim: headDim, valueDim: valueDim,
+                                       scale: softmaxScale ?? 1 / Double(headDim).squareRoot())
         options.setSoftcap(softcap)
         options.windowLeft = AttentionOptions.boundedWindow(windowLeft)
         options.windowRight = causal ? 0 : AttentionOptions.boundedWindow(windowRight)
         options.dropoutP = Float(dropoutP)
         options.seed = seed
         options.emptyRowLSE = .infinity
+        return options
+    }
+
+    func execute<E: AttnStorage>(units: [AttentionUnit<E>], headDim: Int, valueDim: Int, threads: Int,
+                                 useReference: Bool, probabilities: ProbabilityTargets<E>? = nil) throws {
+        try validateOptions(headDim: headDim, computesInFloat: E.self != Double.self)
+        let options = attentionOptions(headDim: headDim, valueDim: valueDim)
         if let int8, !useReference {
             try Int8Runner.run(units: units, options: options, keys: .quantize(int8.qkQuant, smoothK: int8.smoothK),
                                threads: threads)

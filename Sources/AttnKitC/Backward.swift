@@ -16,6 +16,27 @@ private struct GradientOperands {
     }
 }
 
+/// The operands both flash backward entries share, checked and converted, in
+/// argument order (params, then the forward's tensors, then the gradients).
+private struct FlashBackwardOperands {
+    let attention: FlashAttention, params: attn_flash_params
+    let query: Descriptor, key: Descriptor, value: Descriptor, output: Descriptor
+    let slopes: Descriptor?, lse: Descriptor
+    let gradients: GradientOperands
+
+    init(_ params: UnsafePointer<attn_flash_params>?, _ dout: UnsafePointer<attn_tensor>?,
+         _ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
+         _ alibiSlopes: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?,
+         _ softmaxLse: UnsafePointer<attn_tensor>?, _ dq: UnsafePointer<attn_tensor>?, _ dk: UnsafePointer<attn_tensor>?,
+         _ dv: UnsafePointer<attn_tensor>?) throws {
+        (attention, self.params) = try flashOptions(params)
+        (query, key, value, output) = try qkvo(q, k, v, out)
+        slopes = try alibiSlopes.map { try Descriptor("alibi_slopes", $0, dtypes: [Int32(ATTN_DTYPE_F32)]) }
+        lse = try Descriptor("softmax_lse", softmaxLse, dtypes: [Int32(ATTN_DTYPE_F32)])
+        gradients = try GradientOperands(("dout", "dq", "dk", "dv"), dtype: query.dtype, sameAs: "q", dout, dq, dk, dv)
+    }
+}
+
 @_cdecl("attn_sdpa_forward_lse")
 public func attn_sdpa_forward_lse(
     _ params: UnsafePointer<attn_sdpa_params>?,
@@ -67,18 +88,15 @@ public func attn_flash_backward(
     _ dq: UnsafePointer<attn_tensor>?, _ dk: UnsafePointer<attn_tensor>?, _ dv: UnsafePointer<attn_tensor>?
 ) -> attn_status {
     withStatus("attn_flash_backward") {
-        let (attention, _) = try flashOptions(params)
-        let (query, key, value, output) = try qkvo(q, k, v, out)
-        let slopes = try alibiSlopes.map { try Descriptor("alibi_slopes", $0, dtypes: [Int32(ATTN_DTYPE_F32)]) }
-        let lse = try Descriptor("softmax_lse", softmaxLse, dtypes: [Int32(ATTN_DTYPE_F32)])
-        let gradients = try GradientOperands(("dout", "dq", "dk", "dv"), dtype: query.dtype, sameAs: "q", dout, dq, dk, dv)
+        let o = try FlashBackwardOperands(params, dout, q, k, v, alibiSlopes, out, softmaxLse, dq, dk, dv)
         func run<E: AttnStorage>(_: E.Type) throws {
-            try attention.batchedBackward(dOut: gradients.dOut.view(E.self), q: query.view(E.self), k: key.view(E.self),
-                                          v: value.view(E.self), out: output.view(E.self), lse: lse.view(Float.self),
-                                          alibiSlopes: slopes?.view(Float.self), dQ: gradients.dQ.mutableView(E.self),
-                                          dK: gradients.dK.mutableView(E.self), dV: gradients.dV.mutableView(E.self))
+            let g = o.gradients
+            try o.attention.batchedBackward(dOut: g.dOut.view(E.self), q: o.query.view(E.self), k: o.key.view(E.self),
+                                            v: o.value.view(E.self), out: o.output.view(E.self), lse: o.lse.view(Float.self),
+                                            alibiSlopes: o.slopes?.view(Float.self), dQ: g.dQ.mutableView(E.self),
+                                            dK: g.dK.mutableView(E.self), dV: g.dV.mutableView(E.self))
         }
-        try withStorage(query.dtype) { try run($0) }
+        try withStorage(o.query.dtype) { try run($0) }
     }
 }
 
@@ -91,21 +109,18 @@ public func attn_flash_varlen_backward(
     _ dq: UnsafePointer<attn_tensor>?, _ dk: UnsafePointer<attn_tensor>?, _ dv: UnsafePointer<attn_tensor>?
 ) -> attn_status {
     withStatus("attn_flash_varlen_backward") {
-        let (attention, p) = try flashOptions(params)
-        let (query, key, value, output) = try qkvo(q, k, v, out)
+        let o = try FlashBackwardOperands(params, dout, q, k, v, alibiSlopes, out, softmaxLse, dq, dk, dv)
         let cuQ = try boundaries("cu_seqlens_q", cuSeqlensQ)
         let cuK = try boundaries("cu_seqlens_k", cuSeqlensK)
-        let slopes = try alibiSlopes.map { try Descriptor("alibi_slopes", $0, dtypes: [Int32(ATTN_DTYPE_F32)]) }
-        let lse = try Descriptor("softmax_lse", softmaxLse, dtypes: [Int32(ATTN_DTYPE_F32)])
-        let gradients = try GradientOperands(("dout", "dq", "dk", "dv"), dtype: query.dtype, sameAs: "q", dout, dq, dk, dv)
         func run<E: AttnStorage>(_: E.Type) throws {
-            try attention.varlenBackward(dOut: gradients.dOut.view(E.self), q: query.view(E.self), k: key.view(E.self),
-                                         v: value.view(E.self), out: output.view(E.self), lse: lse.view(Float.self),
-                                         boundariesQ: cuQ, boundariesK: cuK, maxSeqlenQ: Int(p.max_seqlen_q),
-                                         maxSeqlenK: Int(p.max_seqlen_k), alibiSlopes: slopes?.view(Float.self),
-                                         dQ: gradients.dQ.mutableView(E.self), dK: gradients.dK.mutableView(E.self),
-                                         dV: gradients.dV.mutableView(E.self))
+            let g = o.gradients
+            try o.attention.varlenBackward(dOut: g.dOut.view(E.self), q: o.query.view(E.self), k: o.key.view(E.self),
+                                           v: o.value.view(E.self), out: o.output.view(E.self), lse: o.lse.view(Float.self),
+                                           boundariesQ: cuQ, boundariesK: cuK, maxSeqlenQ: Int(o.params.max_seqlen_q),
+                                           maxSeqlenK: Int(o.params.max_seqlen_k), alibiSlopes: o.slopes?.view(Float.self),
+                                           dQ: g.dQ.mutableView(E.self), dK: g.dK.mutableView(E.self),
+                                           dV: g.dV.mutableView(E.self))
         }
-        try withStorage(query.dtype) { try run($0) }
+        try withStorage(o.query.dtype) { try run($0) }
     }
 }

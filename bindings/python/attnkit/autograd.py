@@ -17,6 +17,11 @@ def wants_grad(*tensors):
     return torch.is_grad_enabled() and any(is_torch(x) and x.requires_grad for x in tensors if x is not None)
 
 
+def _gradients_like(*tensors):
+    """Contiguous, uninitialized gradients for the kernel to write (every element)."""
+    return [torch.empty_like(x, memory_format=torch.contiguous_format) for x in tensors]
+
+
 def _gradient_of(dout):
     # dout may be an expanded view (the gradient of a sum); the kernel reads strides, but a
     # contiguous copy keeps its rows cache-friendly.
@@ -37,9 +42,7 @@ class SDPAFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         query, key, value, out, lse = ctx.saved_tensors
-        dq, dk, dv = torch.empty_like(query, memory_format=torch.contiguous_format), \
-            torch.empty_like(key, memory_format=torch.contiguous_format), \
-            torch.empty_like(value, memory_format=torch.contiguous_format)
+        dq, dk, dv = _gradients_like(query, key, value)
         _attnkit.sdpa_backward(_gradient_of(dout), query, key, value, ctx.attn_mask, out, lse, dq, dk, dv, *ctx.options)
         return dq, dk, dv, None, None, None, None, None, None
 
@@ -60,7 +63,7 @@ class FlashFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = (torch.empty_like(x, memory_format=torch.contiguous_format) for x in (q, k, v))
+        dq, dk, dv = _gradients_like(q, k, v)
         _attnkit.flash_backward(_gradient_of(dout), q, k, v, ctx.alibi_slopes, out, lse, dq, dk, dv, *ctx.options)
         return dq, dk, dv, None, None, None, None, None, None, None, None
 
@@ -83,7 +86,7 @@ class FlashVarlenFunction(torch.autograd.Function):
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
         cu_q, cu_k, max_q, max_k, alibi_slopes = ctx.varlen
-        dq, dk, dv = (torch.empty_like(x, memory_format=torch.contiguous_format) for x in (q, k, v))
+        dq, dk, dv = _gradients_like(q, k, v)
         _attnkit.flash_varlen_backward(_gradient_of(dout), q, k, v, cu_q, cu_k, max_q, max_k, alibi_slopes, out, lse,
                                        dq, dk, dv, *ctx.options)
         return (dq, dk, dv) + (None,) * 12
