@@ -163,6 +163,21 @@ attn_status attn_eager_forward(const attn_eager_params *params,
                                const attn_tensor *v, const attn_tensor *key_mask,
                                const attn_tensor *out, const attn_tensor *weights);
 
+/* The eager backward: dq, dk, dv from the gradients of out and of weights.
+ *   dout:     [B, Sq, H*D] (any strides), or NULL: no gradient flows through out
+ *   dweights: [B, H, Sq, Sk] (any strides), or NULL: no gradient flows through weights
+ *   dq, dk, dv: the shapes of q, k, v, the dtype of q, written (never accumulated into)
+ * params, q, k, v and key_mask are the forward's. P is recomputed from q and k
+ * as the forward computes it (fp32 for f32/f16/bf16, fp64 for f64); then
+ * dS = P * (dP - rowsum(P * dP)) with dP = dout.v^T + dweights. Masked keys and
+ * rows with no allowed key get zero gradient. The same bits on every run and
+ * thread count. */
+attn_status attn_eager_backward(const attn_eager_params *params,
+                                const attn_tensor *dout, const attn_tensor *dweights,
+                                const attn_tensor *q, const attn_tensor *k,
+                                const attn_tensor *v, const attn_tensor *key_mask,
+                                const attn_tensor *dq, const attn_tensor *dk, const attn_tensor *dv);
+
 /* ---- Scaled dot-product attention (torch semantics) ----
  * torch.nn.functional.scaled_dot_product_attention on the CPU, tiled with an
  * online softmax: memory is O(threads x tile), never O(L x S).
@@ -352,7 +367,8 @@ attn_status attn_int8_sdpa_forward(const attn_int8_sdpa_params *params,
 
 /* Varlen flash attention on caller-quantized Q and K (an int8 KV cache, say):
  * nothing is quantized, QK^T runs on the given int8 values (int32 sums) and is
- * dequantized by the given scales; softmax and P.V are fp32.
+ * dequantized by the given scales; softmax is fp32 and P.V as in
+ * attn_int8_sdpa_forward (fp16 where attn_get_int8_pv_dtype says so).
  *   q_int8: (total_q, Hq, D) i8   q_scale: (total_q, Hq) f32   (q = q_scale * q_int8)
  *   k_int8: (total_k, Hk, D) i8   k_scale: (total_k, Hk) f32   (broadcast views allowed)
  *   v: (total_k, Hk, Dv) f32/f16/bf16; out, softmax_lse, cu_seqlens, alibi as

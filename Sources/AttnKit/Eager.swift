@@ -29,6 +29,31 @@ public struct EagerAttention {
     func validate<T>(q: StridedTensor<T>, k: StridedTensor<T>, v: StridedTensor<T>,
                      keyMask: StridedTensor<UInt8>?, out: MutableStridedTensor<T>,
                      weights: MutableStridedTensor<T>?) throws -> Problem {
+        let problem = try validateInputs(q: q, k: k, v: v, keyMask: keyMask)
+        let layout = "[batch, seq, num_heads*head_dim]"
+        try requireRank("out", out.shape, 3, layout)
+        for axis in 0..<3 { try requireExtent("out", out.shape, axis: axis, equals: q.shape[axis], "q.shape[\(axis)]") }
+        try validateLayout("out", shape: out.shape, strides: out.strides, hasData: out.base != nil)
+        try validateWritable("out", shape: out.shape, strides: out.strides)
+        if let weights {
+            try validateWeightsShape("weights", weights.shape, weights.strides, hasData: weights.base != nil, problem)
+            try validateWritable("weights", shape: weights.shape, strides: weights.strides)
+        }
+        return problem
+    }
+
+    /// A [batch, num_heads, seq_q, seq_k] tensor (weights, or their gradient).
+    func validateWeightsShape(_ name: String, _ shape: [Int], _ strides: [Int], hasData: Bool, _ p: Problem) throws {
+        try requireRank(name, shape, 4, "[batch, num_heads, seq_q, seq_k]")
+        let expected = [p.batch, p.numHeads, p.seqQ, p.seqK]
+        let names = ["q.shape[0]", "num_heads", "q.shape[1]", "k.shape[1]"]
+        for axis in 0..<4 { try requireExtent(name, shape, axis: axis, equals: expected[axis], names[axis]) }
+        try validateLayout(name, shape: shape, strides: strides, hasData: hasData)
+    }
+
+    /// q, k, v and the key mask against num_heads and head_dim.
+    func validateInputs<T>(q: StridedTensor<T>, k: StridedTensor<T>, v: StridedTensor<T>,
+                           keyMask: StridedTensor<UInt8>?) throws -> Problem {
         guard numHeads >= 1 else {
             throw AttnError.invalidArgument(argument: "num_heads", rule: "must be >= 1, got \(numHeads)")
         }
@@ -59,18 +84,6 @@ public struct EagerAttention {
             try requireExtent("key_mask", keyMask.shape, axis: 0, equals: batch, "q.shape[0]")
             try requireExtent("key_mask", keyMask.shape, axis: 1, equals: seqK, "k.shape[1]")
             try validateLayout("key_mask", shape: keyMask.shape, strides: keyMask.strides, hasData: keyMask.base != nil)
-        }
-        try requireRank("out", out.shape, 3, layout)
-        for axis in 0..<3 { try requireExtent("out", out.shape, axis: axis, equals: q.shape[axis], "q.shape[\(axis)]") }
-        try validateLayout("out", shape: out.shape, strides: out.strides, hasData: out.base != nil)
-        try validateWritable("out", shape: out.shape, strides: out.strides)
-        if let weights {
-            try requireRank("weights", weights.shape, 4, "[batch, num_heads, seq_q, seq_k]")
-            let expected = [batch, numHeads, seqQ, seqK]
-            let names = ["q.shape[0]", "num_heads", "q.shape[1]", "k.shape[1]"]
-            for axis in 0..<4 { try requireExtent("weights", weights.shape, axis: axis, equals: expected[axis], names[axis]) }
-            try validateLayout("weights", shape: weights.shape, strides: weights.strides, hasData: weights.base != nil)
-            try validateWritable("weights", shape: weights.shape, strides: weights.strides)
         }
         // BLAS takes 32-bit sizes and leading dimensions.
         guard seqK <= Int(Int32.max), headDim <= Int(Int32.max) else {
@@ -190,21 +203,8 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
     func runHead(batch: Int, head: Int, scratch: Scratch) {
         let p = problem
         let dim = p.headDim
-        let scale = 1 / T(dim).squareRoot()
 
-        // The key mask of this batch as contiguous 0/1 bytes, and its prefix counts,
-        // so a row's number of allowed keys is one lookup.
-        var maskBytes: UnsafePointer<UInt8>? = nil
-        if let keyMask {
-            let base = keyMask.data + batch &* keyMask.strides[0]
-            scratch.allowedPrefix[0] = 0
-            for j in 0..<p.seqK {
-                let bit: UInt8 = base[j &* keyMask.strides[1]] != 0 ? 1 : 0
-                scratch.allowed[j] = bit
-                scratch.allowedPrefix[j + 1] = scratch.allowedPrefix[j] + Int(bit)
-            }
-            maskBytes = UnsafePointer(scratch.allowed)
-        }
+        let maskBytes = loadKeyMask(batch: batch, allowed: scratch.allowed, prefix: scratch.allowedPrefix)
 
         let queries = headMatrix(q, batch: batch, head: head)
         let (keys, ldk) = blasOperand(headMatrix(k, batch: batch, head: head), rows: p.seqK, cols: dim,
@@ -223,22 +223,13 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
             let block = Strided2D(base: queries.pointer(rowStart, 0), rowStride: queries.rowStride,
                                   colStride: queries.colStride)
             let (queryTile, ldq) = blasOperand(block, rows: rows, cols: dim, scratch: scratch.queryTile)
-            if keyEnd > 0 {
-                // scores[rows × keyEnd] = scale · Q·Kᵀ
-                T.gemm(m: rows, n: keyEnd, k: dim, alpha: scale, a: queryTile, lda: ldq,
-                       b: keys, ldb: ldk, transposeB: true, beta: 0, c: scratch.scores, ldc: keyEnd)
-            }
-            for r in 0..<rows {
-                let query = rowStart + r
-                let row = scratch.scores + r &* keyEnd
-                let rowEnd = p.causal ? Swift.min(p.seqK, query + 1) : p.seqK
-                if allowedKeys(query: query, hasMask: maskBytes != nil, prefix: scratch.allowedPrefix) == 0 {
-                    row.update(repeating: 0, count: keyEnd)
-                } else {
-                    T.softmaxRow(row, count: rowEnd, keyAllowed: maskBytes)
-                    (row + rowEnd).update(repeating: 0, count: keyEnd - rowEnd)
+            probabilities(rowStart: rowStart, rows: rows, keyEnd: keyEnd, queries: (queryTile, ldq), keys: (keys, ldk),
+                          maskBytes: maskBytes, prefix: scratch.allowedPrefix, into: scratch.scores)
+            if let weights {
+                for r in 0..<rows {
+                    writeWeights(scratch.scores + r &* keyEnd, validCount: keyEnd, batch: batch, head: head,
+                                 query: rowStart + r, into: weights)
                 }
-                if let weights { writeWeights(row, validCount: keyEnd, batch: batch, head: head, query: query, into: weights) }
             }
             // out[rows × D] = P·V
             let target = outInPlace
@@ -263,6 +254,46 @@ struct EagerKernel<T: AttentionScalar, E: AttnStorage> {
                 }
             }
             rowStart += rows
+        }
+    }
+
+    /// The key mask of `batch` as contiguous 0/1 bytes in `allowed`, and its prefix
+    /// counts in `prefix`, so a row's number of allowed keys is one lookup; nil without a mask.
+    func loadKeyMask(batch: Int, allowed: UnsafeMutablePointer<UInt8>,
+                     prefix: UnsafeMutablePointer<Int>) -> UnsafePointer<UInt8>? {
+        guard let keyMask else { return nil }
+        let base = keyMask.data + batch &* keyMask.strides[0]
+        prefix[0] = 0
+        for j in 0..<problem.seqK {
+            let bit: UInt8 = base[j &* keyMask.strides[1]] != 0 ? 1 : 0
+            allowed[j] = bit
+            prefix[j + 1] = prefix[j] + Int(bit)
+        }
+        return UnsafePointer(allowed)
+    }
+
+    /// P for query rows rowStart..<rowStart+rows over keys 0..<keyEnd into `scores`
+    /// ([rows × keyEnd]): softmax(Q·Kᵀ/√D) over the allowed keys, 0 elsewhere and on
+    /// rows with no allowed key.
+    func probabilities(rowStart: Int, rows: Int, keyEnd: Int, queries: (UnsafePointer<T>, Int),
+                       keys: (UnsafePointer<T>, Int), maskBytes: UnsafePointer<UInt8>?,
+                       prefix: UnsafeMutablePointer<Int>, into scores: UnsafeMutablePointer<T>) {
+        let p = problem
+        if keyEnd > 0 {
+            // scores[rows × keyEnd] = scale · Q·Kᵀ
+            T.gemm(m: rows, n: keyEnd, k: p.headDim, alpha: 1 / T(p.headDim).squareRoot(), a: queries.0,
+                   lda: queries.1, b: keys.0, ldb: keys.1, transposeB: true, beta: 0, c: scores, ldc: keyEnd)
+        }
+        for r in 0..<rows {
+            let query = rowStart + r
+            let row = scores + r &* keyEnd
+            let rowEnd = p.causal ? Swift.min(p.seqK, query + 1) : p.seqK
+            if allowedKeys(query: query, hasMask: maskBytes != nil, prefix: prefix) == 0 {
+                row.update(repeating: 0, count: keyEnd)
+            } else {
+                T.softmaxRow(row, count: rowEnd, keyAllowed: maskBytes)
+                (row + rowEnd).update(repeating: 0, count: keyEnd - rowEnd)
+            }
         }
     }
 

@@ -15,6 +15,11 @@ public protocol AttentionScalar: BinaryFloatingPoint, SIMDScalar, Codable {
                      b: UnsafePointer<Self>, ldb: Int, transposeB: Bool,
                      beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
 
+    /// Row-major C[m×n] = alpha·Aᵀ·B + beta·C, for A[k×m] and B[k×n].
+    static func gemmTransposedA(m: Int, n: Int, k: Int, alpha: Self,
+                                a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int,
+                                beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+
     /// Turns `row[0..<count]` into softmax probabilities in place, skipping keys
     /// whose `keyAllowed` byte is 0 (they get probability 0). The caller has
     /// already checked that at least one key is allowed.
@@ -35,6 +40,14 @@ extension Float: AttentionScalar {
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    @inlinable
+    public static func gemmTransposedA(m: Int, n: Int, k: Int, alpha: Float,
+                                       a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        cblas_sgemm(Int32(AttnCblasRowMajor), Int32(AttnCblasTrans), Int32(AttnCblasNoTrans),
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
     public static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, keyAllowed: UnsafePointer<UInt8>?) {
         KernelDispatch.softmaxRow(row, count: count, keyAllowed: keyAllowed)
     }
@@ -48,6 +61,14 @@ extension Double: AttentionScalar {
                             beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
         cblas_dgemm(Int32(AttnCblasRowMajor), Int32(AttnCblasNoTrans),
                     Int32(transposeB ? AttnCblasTrans : AttnCblasNoTrans),
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    @inlinable
+    public static func gemmTransposedA(m: Int, n: Int, k: Int, alpha: Double,
+                                       a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
+                                       beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
+        cblas_dgemm(Int32(AttnCblasRowMajor), Int32(AttnCblasTrans), Int32(AttnCblasNoTrans),
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 

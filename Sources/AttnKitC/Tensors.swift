@@ -67,12 +67,20 @@ let attentionDtypes = [Int32(ATTN_DTYPE_F32), Int32(ATTN_DTYPE_F64), Int32(ATTN_
 /// q, k, v and out: float descriptors of one dtype (eager and flash entry points).
 func qkvo(_ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
           _ out: UnsafePointer<attn_tensor>?) throws -> (Descriptor, Descriptor, Descriptor, Descriptor) {
+    let (query, key, value) = try qkv(q, k, v)
+    let output = try Descriptor("out", out, dtypes: attentionDtypes)
+    try output.requireDtype(query.dtype, sameAs: "q")
+    return (query, key, value, output)
+}
+
+/// q, k and v as descriptors of one float dtype.
+func qkv(_ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?,
+         _ v: UnsafePointer<attn_tensor>?) throws -> (Descriptor, Descriptor, Descriptor) {
     let query = try Descriptor("q", q, dtypes: attentionDtypes)
     let key = try Descriptor("k", k, dtypes: attentionDtypes)
     let value = try Descriptor("v", v, dtypes: attentionDtypes)
-    let output = try Descriptor("out", out, dtypes: attentionDtypes)
-    for operand in [key, value, output] { try operand.requireDtype(query.dtype, sameAs: "q") }
-    return (query, key, value, output)
+    for operand in [key, value] { try operand.requireDtype(query.dtype, sameAs: "q") }
+    return (query, key, value)
 }
 
 /// Calls `body` with the storage type of a float dtype code.

@@ -4,7 +4,7 @@
  *     the quantization step (absmax/127 per group at worst);
  *   attn_flash_varlen_int8_forward: caller-quantized Q and K, so the scores are
  *     exact int32 sums times the scales and the reference is held to fp32's
- *     tolerance. */
+ *     tolerance (plus fp16's where P.V is fp16, as attn_get_int8_pv_dtype says). */
 #include "fuzz_common.h"
 
 static const attn_dtype int8_value_dtypes[] = {ATTN_DTYPE_F32, ATTN_DTYPE_F16, ATTN_DTYPE_BF16};
@@ -44,6 +44,12 @@ static void check_reference(const int8_call *c) {
     double scale = has_scale ? given : 1.0 / sqrt((double)c->dim);
     double max_v = fz_max_abs(&c->v);
     double tolerance = fz_tolerance(c->v.dtype) * (1 + max_v) * (1 + fabs(scale) * c->dim);
+    /* P.V in fp16 (attn_get_int8_pv_dtype, AVX512_FP16 CPUs): P and V are rounded to
+     * fp16 and each lane sums a tile's products (up to 64) in fp16, so up to 2 + 63
+     * roundings of 2^-11 of a sum bounded by sum(p)*max|v| <= max|v|. */
+    int32_t pv_dtype = ATTN_DTYPE_F32;
+    if (attn_get_int8_pv_dtype(&pv_dtype) == ATTN_OK && pv_dtype == ATTN_DTYPE_F16)
+        tolerance += 65 * ldexp(1, -11) * max_v;
     if (!c->prequantized) {
         /* Each quantized operand is off by at most half a step, absmax/254, and
          * smooth_k at most doubles K's absmax: bound the score error, then the

@@ -145,6 +145,79 @@ def test_gradcheck_seed_wrappers():
     _gradcheck(lambda a, b, c: attnkit.flash_causal_attention(a, b, c, 2, 8, cu, 7), q, k, v)
 
 
+def _eager_math(q, k, v, heads, mask, causal):
+    """The seed guide's eager attention in torch ops, in q's dtype: (out [B, S, H*D], weights [B, H, S, Sk]).
+    Every row must have an allowed key (softmax of an all -inf row is NaN here)."""
+    batch, seq_q, width = q.shape
+    seq_k, dim = k.shape[1], width // heads
+
+    def split(x):
+        return x.reshape(batch, x.shape[1], heads, dim).transpose(1, 2)
+
+    scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(dim)
+    allowed = torch.ones(seq_q, seq_k, dtype=torch.bool)
+    if causal:
+        allowed = allowed.tril()
+    allowed = allowed[None, None] if mask is None else allowed[None, None] & mask[:, None, None, :]
+    weights = torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1)
+    out = (weights @ split(v)).transpose(1, 2).reshape(batch, seq_q, width)
+    return out, weights
+
+
+def _eager_weighted(function):
+    """out and weights of an eager function as one scalar with fixed random weights, so both gradients count."""
+    def loss(*inputs):
+        out, weights = function(*inputs)
+        generator = torch.Generator().manual_seed(7)
+        g_out = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype)
+        g_weights = torch.randn(weights.shape, generator=generator, dtype=torch.float64).to(weights.dtype)
+        return (out * g_out).sum() + (weights * g_weights).sum()
+    return loss
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seq_q,seq_k", [(1, 1), (5, 5), (17, 17), (5, 17)])
+def test_gradcheck_eager_through_weights(seq_q, seq_k, causal):
+    q, k, v = torch.randn(2, seq_q, 26), torch.randn(2, seq_k, 26), torch.randn(2, seq_k, 26)
+    mask = torch.rand(2, seq_k) > 0.3
+    mask[:, 0] = True
+    function = attnkit.eager_causal_attention if causal else attnkit.eager_bidirectional_attention
+    _gradcheck(lambda a, b, c: function(a, b, c, 2, 13, mask=mask, return_weights=True), q, k, v)
+    # Only weights used (out's gradient is None), and only out used.
+    _gradcheck(lambda a, b, c: function(a, b, c, 2, 13, return_weights=True)[1], q, k, v)
+    _gradcheck(lambda a, b, c: function(a, b, c, 2, 13, return_weights=True)[0], q, k, v)
+
+
+@pytest.mark.parametrize("seq,dim,heads,causal,strided", [(7, 59, 2, False, False), (33, 64, 4, True, True),
+                                                           (65, 111, 1, False, True), (127, 128, 2, True, False)],
+                         ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32] + LOW_PRECISION, ids=str)
+def test_eager_gradients_through_weights_against_fp64(seq, dim, heads, causal, strided, dtype):
+    width = heads * dim
+    if strided:   # every other column of a wider tensor
+        q, k, v = (torch.randn(2, seq, 2 * width)[:, :, ::2] for _ in range(3))
+    else:
+        q, k, v = torch.randn(2, seq, width), torch.randn(2, seq, width), torch.randn(2, seq, width)
+    mask = torch.rand(2, seq) > 0.2
+    mask[:, 0] = True
+    q, k, v = (x.to(dtype).to(torch.float32) for x in (q, k, v))
+    exact = _gradients(_eager_weighted(lambda a, b, c: _eager_math(a, b, c, heads, mask, causal)),
+                       _leaves(q, k, v), torch.tensor(1.0))[1]
+    function = attnkit.eager_causal_attention if causal else attnkit.eager_bidirectional_attention
+
+    def leaves():
+        if strided:
+            return [torch.zeros(2, seq, 2 * width, dtype=dtype)[:, :, ::2].copy_(x).requires_grad_() for x in (q, k, v)]
+        return _leaves(q, k, v, dtype=dtype)
+
+    ours = _gradients(_eager_weighted(lambda a, b, c: function(a, b, c, heads, dim, mask=mask, return_weights=True)),
+                      leaves(), torch.tensor(1.0))[1]
+    theirs = _gradients(_eager_weighted(lambda a, b, c: _eager_math(a, b, c, heads, mask, causal)),
+                        _leaves(q, k, v, dtype=dtype), torch.tensor(1.0))[1]
+    for name, mine, torchs, truth in zip("qkv", ours, theirs, exact):
+        assert_gradient_rule(name, dtype, mine, torchs, truth)
+
+
 # ---- accuracy against fp64, with torch in the same dtype ----
 
 def _sdpa_case(batch, heads, key_heads, seq_q, seq_k, dim, dtype, strided):
@@ -282,6 +355,15 @@ def test_rows_with_nothing_to_attend_get_zero_gradient():
     assert torch.equal(out[:, :, 1], torch.zeros_like(out[:, :, 1]))
     assert torch.equal(q.grad[:, :, 1], torch.zeros_like(q.grad[:, :, 1]))
     assert all(torch.isfinite(x.grad).all() for x in (q, k, v))
+    # The eager kernel with weights: a batch whose key mask allows nothing.
+    q, k, v = _leaves(torch.randn(2, 4, 16), torch.randn(2, 6, 16), torch.randn(2, 6, 16), dtype=torch.float32)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1] = False
+    out, weights = attnkit.eager_bidirectional_attention(q, k, v, 2, 8, mask=mask, return_weights=True)
+    (out.sum() + (weights * torch.randn(weights.shape)).sum()).backward()
+    assert torch.equal(q.grad[1], torch.zeros_like(q.grad[1]))
+    assert torch.equal(k.grad[1], torch.zeros_like(k.grad[1])) and torch.equal(v.grad[1], torch.zeros_like(v.grad[1]))
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v))
 
 
 def test_nan_in_an_attended_value_reaches_the_gradients_it_touches():
@@ -315,8 +397,6 @@ def test_forward_only_paths_refuse_inputs_that_require_grad():
     with pytest.raises(ValueError, match="q " + refused):
         attnkit.flash_attn_with_kvcache(q.transpose(1, 2)[:, :1], cache, cache, cache_seqlens=4)
     x = torch.randn(1, 5, 16, requires_grad=True)
-    with pytest.raises(ValueError, match="q " + refused):
-        attnkit.eager_causal_attention(x, x, x, 2, 8, return_weights=True)
     mask = torch.randn(5, 5, requires_grad=True)
     with pytest.raises(ValueError, match="attn_mask requires grad"):
         attnkit.scaled_dot_product_attention(x[:, None], x[:, None], x[:, None], attn_mask=mask)

@@ -1,5 +1,5 @@
 """torch.autograd.Function wrappers: the differentiable paths of scaled_dot_product_attention,
-flash_attn_func and flash_attn_varlen_func.
+flash_attn_func, flash_attn_varlen_func and the eager seed functions when they return weights.
 
 The public functions call these only when grad mode is on and an input requires grad; otherwise
 they take the forward-only path. The forward saves q, k, v, out and lse (never an L x S matrix);
@@ -90,3 +90,27 @@ class FlashVarlenFunction(torch.autograd.Function):
         _attnkit.flash_varlen_backward(_gradient_of(dout), q, k, v, cu_q, cu_k, max_q, max_k, alibi_slopes, out, lse,
                                        dq, dk, dv, *ctx.options)
         return (dq, dk, dv) + (None,) * 12
+
+
+class EagerFunction(torch.autograd.Function):
+    """The eager seed functions with return_weights=True: gradients flow through out and weights.
+    The forward saves q, k and v; the backward recomputes P (an L x S block of rows at a time)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, num_heads, head_dim, causal):
+        from .eager import eager_forward_into
+
+        out, weights = eager_forward_into(q, k, v, mask, num_heads, head_dim, causal, return_weights=True)
+        ctx.save_for_backward(q, k, v)
+        ctx.mask = mask
+        ctx.options = (num_heads, head_dim, causal)
+        ctx.set_materialize_grads(False)   # a None gradient (out or weights unused) is passed as NULL
+        return out, weights
+
+    @staticmethod
+    def backward(ctx, dout, dweights):
+        q, k, v = ctx.saved_tensors
+        dq, dk, dv = _gradients_like(q, k, v)
+        _attnkit.eager_backward(None if dout is None else _gradient_of(dout), dweights, q, k, v, ctx.mask, dq, dk, dv,
+                                *ctx.options)
+        return dq, dk, dv, None, None, None, None

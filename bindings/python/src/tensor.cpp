@@ -109,7 +109,8 @@ attn_tensor describe(py::handle object, const char *name) {
         if (object.attr("requires_grad").cast<bool>() &&
             py::module_::import("torch").attr("is_grad_enabled")().cast<bool>()) {
             throw py::value_error(std::string(name) + " requires grad, but this attnkit function has no backward "
-                                  "pass (scaled_dot_product_attention and the flash_attn functions have one): call "
+                                  "pass (scaled_dot_product_attention, the flash_attn functions and the eager seed functions "
+                                  "have one): call "
                                   "it under torch.no_grad() or pass " + name + ".detach()");
         }
         tensor.dtype = torch_dtype(py::str(object.attr("dtype")).cast<std::string>(), name);
