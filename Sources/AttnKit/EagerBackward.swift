@@ -76,7 +76,9 @@ struct EagerBackwardKernel<T: AttentionScalar, E: AttnStorage> {
     func run(threads: Int) throws {
         let p = forward.problem
         let tasks = p.batch &* p.numHeads
-        guard tasks > 0 else { return }
+        // With no query rows and no keys there is no gradient element to write, however many
+        // (batch, head) pairs there are: 2^40 empty batches must not take 2^40 steps.
+        guard tasks > 0, p.seqQ > 0 || p.seqK > 0 else { return }
         _ = blasSingleThreaded
         let workers = Swift.max(1, Swift.min(threads, tasks))
         let rowsPerBlock = Swift.max(1, Swift.min(EagerKernel<T, E>.queryBlock, p.seqQ))

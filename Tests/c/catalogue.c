@@ -103,6 +103,9 @@ static attn_status run(call *c) {
     if (!strcmp(e, "eager"))
         return attn_eager_forward(c->params_null ? NULL : &c->eager, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4),
                                   arg(c, 5));
+    if (!strcmp(e, "eager_backward"))
+        return attn_eager_backward(c->params_null ? NULL : &c->eager, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3),
+                                   arg(c, 4), arg(c, 5), arg(c, 6), arg(c, 7), arg(c, 8));
     if (!strcmp(e, "sdpa"))
         return attn_sdpa_forward(c->params_null ? NULL : &c->sdpa, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4));
     if (!strcmp(e, "int8_sdpa"))
@@ -189,6 +192,18 @@ static call baseline(const char *entry) {
         memset(slot_data(3), 1, 3);
         add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 3, eager_shape), 1, 1);
         add(&c, "weights", contiguous(5, ATTN_DTYPE_F32, 4, weights_shape), 0, 1);
+    } else if (!strcmp(entry, "eager_backward")) {
+        /* dout, dweights, q, k, v, key_mask: inputs; dq, dk, dv: outputs. */
+        add(&c, "dout", contiguous(8, ATTN_DTYPE_F32, 3, eager_shape), 0, 0);
+        add(&c, "dweights", contiguous(6, ATTN_DTYPE_F32, 4, weights_shape), 0, 0);
+        add(&c, "q", contiguous(0, ATTN_DTYPE_F32, 3, eager_shape), 1, 0);
+        add(&c, "k", contiguous(1, ATTN_DTYPE_F32, 3, eager_shape), 1, 0);
+        add(&c, "v", contiguous(2, ATTN_DTYPE_F32, 3, eager_shape), 1, 0);
+        add(&c, "key_mask", contiguous(3, ATTN_DTYPE_BOOL, 2, mask_shape), 0, 0);
+        memset(slot_data(3), 1, 3);
+        add(&c, "dq", contiguous(9, ATTN_DTYPE_F32, 3, eager_shape), 1, 1);
+        add(&c, "dk", contiguous(10, ATTN_DTYPE_F32, 3, eager_shape), 1, 1);
+        add(&c, "dv", contiguous(11, ATTN_DTYPE_F32, 3, eager_shape), 1, 1);
     } else if (!strcmp(entry, "sdpa") || !strcmp(entry, "int8_sdpa")) {
         add(&c, "query", contiguous(0, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
         add(&c, "key", contiguous(1, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
@@ -506,6 +521,17 @@ static void param_cases(void) {
     c = baseline("sdpa_backward"); c.tensors[0].dtype = ATTN_DTYPE_F64;
     expect("dout dtype", c, ATTN_ERR_DTYPE, "dout");
     c = baseline("sdpa_backward"); c.tensors[6].shape[2] = 2; expect("lse shape", c, ATTN_ERR_SHAPE, "lse");
+    c = baseline("eager_backward"); c.params_null = 1; expect("params NULL", c, ATTN_ERR_NULL_POINTER, "params");
+    c = baseline("eager_backward"); c.eager.mask_mode = 2; expect("mask_mode 2", c, ATTN_ERR_INVALID_ARGUMENT, "mask_mode");
+    c = baseline("eager_backward"); c.tensors[1].shape[3] = 4; c.tensors[1].strides[2] = 4;
+    expect("dweights seq_k", c, ATTN_ERR_SHAPE, "dweights");
+    c = baseline("eager_backward"); c.tensors[0].shape[1] = 2; expect("dout seq", c, ATTN_ERR_SHAPE, "dout");
+    c = baseline("eager_backward"); c.tensors[7].shape[1] = 2; expect("dk seq", c, ATTN_ERR_SHAPE, "dk");
+    c = baseline("eager_backward"); c.tensors[1].dtype = ATTN_DTYPE_F64;
+    expect("dweights dtype", c, ATTN_ERR_DTYPE, "dweights");
+    c = baseline("eager_backward"); c.tensors[8].dtype = ATTN_DTYPE_BF16; expect("dv dtype", c, ATTN_ERR_DTYPE, "dv");
+    c = baseline("eager_backward"); c.present[0] = 0; c.present[1] = 0;
+    expect("no gradient at all is zero gradients", c, ATTN_OK, NULL);
     c = baseline("sdpa_lse"); c.tensors[5].shape[1] = 3; expect("lse heads", c, ATTN_ERR_SHAPE, "lse");
     c = baseline("flash_backward"); c.flash.int8_qk = 1; expect("int8 backward", c, ATTN_ERR_INVALID_ARGUMENT, "int8");
     c = baseline("flash_backward"); c.tensors[8].shape[1] = 2; c.tensors[8].strides[0] = 16;
@@ -687,7 +713,7 @@ int main(void) {
     fill_slots();
     const char *entries[] = {"eager", "sdpa", "int8_sdpa", "flash", "flash_probs", "varlen", "varlen_probs",
                              "varlen_int8", "quantize", "dequantize", "kvcache", "merge", "kvcache_int8",
-                             "sdpa_lse", "sdpa_backward", "flash_backward", "varlen_backward"};
+                             "sdpa_lse", "sdpa_backward", "flash_backward", "varlen_backward", "eager_backward"};
     const int entry_count = (int)(sizeof entries / sizeof entries[0]);
     /* Each baseline must be valid: the mutations below then break one thing each. */
     for (int e = 0; e < entry_count; e++) {

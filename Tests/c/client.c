@@ -129,6 +129,40 @@ int main(void) {
     status = attn_sdpa_forward(&sdpa, &sq, &sk, &sv, NULL, &so);
     CHECK(status == ATTN_ERR_INVALID_ARGUMENT && strstr(attn_last_error(), "dropout_p"), "dropout_p=2: %s", attn_last_error());
 
+    /* The backward on the same numbers, dout = 1: dP = v = [4, 8], rowsum(P*dP) = 7,
+     * dS = P*(dP - 7) = [-3/4, 3/4] per query, so dq = dS.k = (3/4) ln 3 each,
+     * dk = sum over the two queries of dS*q = [-3/2, 3/2], dv = sum of P = [1/2, 3/2]. */
+    {
+        const float want_dq = 0.75f * (float)log(3.0), want_dk[2] = {-1.5f, 1.5f}, want_dv[2] = {0.5f, 1.5f};
+        float dout[2] = {1.0f, 1.0f}, lse[2], dq[2], dk[2], dv[2];
+        attn_tensor sdo = sq, sdq = sq, sdk = sk, sdv = sv, slse = sq;
+        sdo.data = dout; sdq.data = dq; sdk.data = dk; sdv.data = dv;
+        slse.data = lse; slse.rank = 3;   /* (N, H, L) */
+        sdpa.is_causal = 0; sdpa.dropout_p = 0.0;
+        status = attn_sdpa_forward_lse(&sdpa, &sq, &sk, &sv, NULL, &so, &slse);
+        CHECK(status == ATTN_OK && fabsf(lse[0] - (float)log(4.0)) < 1e-5f, "sdpa lse %g, want ln 4 (%s)", lse[0],
+              attn_last_error());
+        status = attn_sdpa_backward(&sdpa, &sdo, &sq, &sk, &sv, NULL, &so, &slse, &sdq, &sdk, &sdv);
+        CHECK(status == ATTN_OK, "sdpa backward: %s", attn_last_error());
+        for (int i = 0; i < 2; i++)
+            CHECK(fabsf(dq[i] - want_dq) < 1e-5f && fabsf(dk[i] - want_dk[i]) < 1e-5f && fabsf(dv[i] - want_dv[i]) < 1e-5f,
+                  "sdpa backward [%d]: dq %g dk %g dv %g, want %g %g %g", i, dq[i], dk[i], dv[i], want_dq, want_dk[i],
+                  want_dv[i]);
+        /* The eager kernel's backward through out only (no weights gradient): the same gradients. */
+        attn_tensor edo = tensor3(dout, ATTN_DTYPE_F32, 1, 2, 1), edq = tensor3(dq, ATTN_DTYPE_F32, 1, 2, 1);
+        attn_tensor edk = tensor3(dk, ATTN_DTYPE_F32, 1, 2, 1), edv = tensor3(dv, ATTN_DTYPE_F32, 1, 2, 1);
+        memset(dq, 0, sizeof dq);
+        status = attn_eager_backward(&params, &edo, NULL, &tq, &tk, &tv, NULL, &edq, &edk, &edv);
+        CHECK(status == ATTN_OK && fabsf(dq[1] - want_dq) < 1e-5f && fabsf(dk[0] - want_dk[0]) < 1e-5f &&
+              fabsf(dv[1] - want_dv[1]) < 1e-5f, "eager backward: dq %g dk %g dv %g (%s)", dq[1], dk[0], dv[1],
+              attn_last_error());
+        /* A gradient that does not match its input's shape is named. */
+        edq.shape[1] = 3;
+        status = attn_eager_backward(&params, &edo, NULL, &tq, &tk, &tv, NULL, &edq, &edk, &edv);
+        CHECK(status == ATTN_ERR_SHAPE && strstr(attn_last_error(), "dq"), "eager backward, dq (1,3,1): %s",
+              attn_last_error());
+    }
+
     /* A caller built against the first attn_flash_params (no int8 fields) still works:
      * fields past its struct_size read as 0. Varlen: one sequence of 2, causal. */
     attn_flash_params flash;
