@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libopenblas-dev pybind11-dev cmake ninja-build pkg-config libc6-dev-arm64-cross abigail-tools)
+APT_PACKAGES=(libopenblas-dev pybind11-dev cmake ninja-build pkg-config g++ libc6-dev-arm64-cross abigail-tools)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -26,5 +26,16 @@ if ! .venv/bin/python -c "import torch, numpy, pytest, scikit_build_core, pybind
   .venv/bin/pip install -q "torch==2.13.0+cpu" numpy pytest "scikit-build-core>=0.10" "pybind11>=2.12"
 fi
 
-echo "==> pip install . (builds the Swift core, libattnkit.so and the pybind11 module)"
-.venv/bin/pip install -q --no-build-isolation .
+# Rebuild only when what the package is built from changed since the last install:
+# a stamp in .venv holds the hash of those files' contents and names.
+build_inputs=(Package.swift CMakeLists.txt pyproject.toml cmake include Sources bindings)
+tree_hash="$(find "${build_inputs[@]}" -type f -not -path "*/__pycache__/*" -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+stamp=.venv/.attnkit-build-stamp
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$tree_hash" ] && (repo="$PWD"; cd /tmp && "$repo/.venv/bin/python" -c "import attnkit" 2>/dev/null); then
+  echo "==> attnkit is installed from these sources already (stamp $stamp); not rebuilding"
+else
+  echo "==> pip install . (builds the Swift core, libattnkit.so and the pybind11 module)"
+  rm -f "$stamp"
+  .venv/bin/pip install -q --no-build-isolation .
+  echo "$tree_hash" > "$stamp"
+fi

@@ -2,6 +2,8 @@
 
 numpy arrays in give numpy arrays out; torch CPU tensors in give torch tensors out.
 """
+import sys
+
 from . import _attnkit
 from ._random import manual_seed
 from .decode import flash_attn_with_kvcache, merge_attention_states
@@ -12,6 +14,10 @@ from .flash import (flash_attn_func, flash_attn_kvpacked_func, flash_attn_qkvpac
 from .quantize import dequantize_per_tensor, quantize_per_tensor
 from .sdpa import (int8_scaled_dot_product_attention, scaled_dot_product_attention, sdpa_bidirectional_attention,
                    sdpa_causal_attention)
+
+
+if "torch" in sys.modules:
+    from . import ops  # noqa: F401  torch.ops.attnkit.*; otherwise registered by `import attnkit.ops` or a first torch call
 
 
 def _version_string(number):

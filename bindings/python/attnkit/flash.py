@@ -87,13 +87,17 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         raise ValueError(f"q and v must have rank 3 (total, heads, head_dim), got {q.ndim} and {v.ndim}")
     dropout_p = _scalar("dropout_p", dropout_p)
     if is_torch(q):
-        from .autograd import FlashVarlenFunction, wants_grad
+        from . import ops
+        from .autograd import wants_grad
 
-        if _int8_mode < 0 and wants_grad(q, k, v):   # the int8 path is forward-only (the binding refuses grad)
+        # The differentiable path, and the one torch.compile traces: the attnkit::flash_varlen custom op.
+        # The int8 path is forward-only (the binding refuses grad).
+        if _int8_mode < 0 and (ops.compiling() or wants_grad(q, k, v)):
             seed = next_seed() if dropout_p > 0 else 0
-            out, lse = FlashVarlenFunction.apply(q, k, v, cu_q, cu_k, max_seqlen_q, max_seqlen_k, alibi_slopes,
-                                                 bool(causal), _scalar("softmax_scale", softmax_scale, allow_none=True),
-                                                 left, right, _scalar("softcap", softcap), dropout_p, seed)
+            out, lse = ops.flash_varlen(q, k, v, ops.as_tensor(cu_q), ops.as_tensor(cu_k), max_seqlen_q,
+                                        max_seqlen_k, ops.as_tensor(alibi_slopes), bool(causal),
+                                        _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
+                                        _scalar("softcap", softcap), dropout_p, ops.signed_seed(seed))
             if not return_attn_probs:
                 return out
             dmask = None
@@ -173,13 +177,15 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
         raise ValueError(f"q and v must have rank 4 (batch, seq, heads, head_dim), got {q.ndim} and {v.ndim}")
     dropout_p = _scalar("dropout_p", dropout_p)
     if is_torch(q):
-        from .autograd import FlashFunction, wants_grad
+        from . import ops
+        from .autograd import wants_grad
 
-        if wants_grad(q, k, v):
+        # The differentiable path, and the one torch.compile traces: the attnkit::flash custom op.
+        if ops.compiling() or wants_grad(q, k, v):
             seed = next_seed() if dropout_p > 0 else 0
-            out, lse = FlashFunction.apply(q, k, v, alibi_slopes, bool(causal),
-                                           _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
-                                           _scalar("softcap", softcap), dropout_p, seed)
+            out, lse = ops.flash(q, k, v, ops.as_tensor(alibi_slopes), bool(causal),
+                                 _scalar("softmax_scale", softmax_scale, allow_none=True), left, right,
+                                 _scalar("softcap", softcap), dropout_p, ops.signed_seed(seed))
             if not return_attn_probs:
                 return out
             dmask = None

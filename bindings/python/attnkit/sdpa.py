@@ -31,14 +31,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError(f"query must have at least 2 dims (..., L, E), got {query.ndim}")
     seed = next_seed() if dropout_p > 0 else 0
     if is_torch(query):
-        from .autograd import SDPAFunction, wants_grad
+        from . import ops
+        from .autograd import wants_grad
 
-        if wants_grad(query, key, value, attn_mask):
+        # The differentiable path, and the one torch.compile traces: the attnkit::sdpa custom op.
+        if ops.compiling() or wants_grad(query, key, value, attn_mask):
             if attn_mask is not None and is_torch(attn_mask) and attn_mask.requires_grad:
                 raise ValueError("attn_mask requires grad, but attnkit computes no gradient for the mask: "
                                  "pass attn_mask.detach()")
-            return SDPAFunction.apply(query, key, value, attn_mask, float(dropout_p), bool(is_causal),
-                                      None if scale is None else float(scale), bool(enable_gqa), seed)
+            out, _ = ops.sdpa(query, key, value, ops.as_tensor(attn_mask), float(dropout_p), bool(is_causal),
+                              None if scale is None else float(scale), bool(enable_gqa), ops.signed_seed(seed))
+            return out
     out = empty_like_kind(query, tuple(query.shape[:-1]) + (value.shape[-1],))
     _attnkit.sdpa_forward(query, key, value, attn_mask, out, bool(is_causal), bool(enable_gqa),
                           None if scale is None else float(scale), float(dropout_p), seed)
