@@ -21,9 +21,11 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 # torch must be the +cpu build: plain "torch" pulls in gigabytes of CUDA.
-if ! .venv/bin/python -c "import torch, numpy, pytest, scikit_build_core, pybind11" 2>/dev/null; then
-  echo "==> pip install torch (cpu), numpy, pytest, scikit-build-core, pybind11"
-  .venv/bin/pip install -q "torch==2.13.0+cpu" numpy pytest "scikit-build-core>=0.10" "pybind11>=2.12"
+# transformers, matplotlib and mypy are for the tests (the transformers backend, plots, typed stubs).
+if ! .venv/bin/python -c "import torch, numpy, pytest, scikit_build_core, pybind11, transformers, matplotlib, mypy" 2>/dev/null; then
+  echo "==> pip install torch (cpu), numpy, pytest, scikit-build-core, pybind11, transformers, matplotlib, mypy"
+  .venv/bin/pip install -q "torch==2.13.0+cpu" numpy pytest "scikit-build-core>=0.10" "pybind11>=2.12" \
+    "transformers>=5" matplotlib mypy
 fi
 
 # Rebuild only when what the package is built from changed since the last install:

@@ -15,6 +15,8 @@ those of the public functions (attnkit.scaled_dot_product_attention, flash_attn_
 flash_attn_varlen_func), which route through these ops while torch.compile traces them and call
 the kernels directly otherwise. `seed` is the dropout seed as a signed 64-bit int (0 without dropout).
 """
+from typing import Optional, Tuple
+
 import torch
 
 from . import _attnkit
@@ -46,9 +48,9 @@ def gradients_like(*tensors):
 # --- SDPA ----------------------------------------------------------------------------------------
 
 @torch.library.custom_op("attnkit::sdpa", mutates_args=(), device_types="cpu")
-def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
-         dropout_p: float, is_causal: bool, scale: float | None, enable_gqa: bool,
-         seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: Optional[torch.Tensor],
+         dropout_p: float, is_causal: bool, scale: Optional[float], enable_gqa: bool,
+         seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
     out = query.new_empty(tuple(query.shape[:-1]) + (value.shape[-1],))
     lse = query.new_empty(tuple(query.shape[:-1]), dtype=torch.float32)
     _attnkit.sdpa_forward_lse(query, key, value, attn_mask, out, lse, is_causal, enable_gqa, scale, dropout_p,
@@ -64,9 +66,9 @@ def _(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, see
 
 @torch.library.custom_op("attnkit::sdpa_backward", mutates_args=(), device_types="cpu")
 def sdpa_backward(dout: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                  attn_mask: torch.Tensor | None, out: torch.Tensor, lse: torch.Tensor, is_causal: bool,
-                  enable_gqa: bool, scale: float | None, dropout_p: float,
-                  seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  attn_mask: Optional[torch.Tensor], out: torch.Tensor, lse: torch.Tensor, is_causal: bool,
+                  enable_gqa: bool, scale: Optional[float], dropout_p: float,
+                  seed: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dq, dk, dv = gradients_like(query, key, value)
     _attnkit.sdpa_backward(dout, query, key, value, attn_mask, out, lse, dq, dk, dv, is_causal, enable_gqa, scale,
                            dropout_p, seed & _MASK64)
@@ -99,9 +101,9 @@ sdpa.register_autograd(_sdpa_backward, setup_context=_sdpa_setup)
 # --- flash-attn, fixed length --------------------------------------------------------------------
 
 @torch.library.custom_op("attnkit::flash", mutates_args=(), device_types="cpu")
-def flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alibi_slopes: torch.Tensor | None, causal: bool,
-          softmax_scale: float | None, window_left: int, window_right: int, softcap: float, dropout_p: float,
-          seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alibi_slopes: Optional[torch.Tensor], causal: bool,
+          softmax_scale: Optional[float], window_left: int, window_right: int, softcap: float, dropout_p: float,
+          seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
     out = q.new_empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
     lse = q.new_empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)
     _attnkit.flash_forward(q, k, v, alibi_slopes, out, lse, causal, softmax_scale, window_left, window_right, softcap,
@@ -117,9 +119,9 @@ def _(q, k, v, alibi_slopes, causal, softmax_scale, window_left, window_right, s
 
 @torch.library.custom_op("attnkit::flash_backward", mutates_args=(), device_types="cpu")
 def flash_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   alibi_slopes: torch.Tensor | None, out: torch.Tensor, lse: torch.Tensor, causal: bool,
-                   softmax_scale: float | None, window_left: int, window_right: int, softcap: float, dropout_p: float,
-                   seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   alibi_slopes: Optional[torch.Tensor], out: torch.Tensor, lse: torch.Tensor, causal: bool,
+                   softmax_scale: Optional[float], window_left: int, window_right: int, softcap: float, dropout_p: float,
+                   seed: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dq, dk, dv = gradients_like(q, k, v)
     _attnkit.flash_backward(dout, q, k, v, alibi_slopes, out, lse, dq, dk, dv, causal, softmax_scale, window_left,
                             window_right, softcap, dropout_p, seed & _MASK64)
@@ -153,9 +155,9 @@ flash.register_autograd(_flash_backward, setup_context=_flash_setup)
 
 @torch.library.custom_op("attnkit::flash_varlen", mutates_args=(), device_types="cpu")
 def flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
-                 cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, alibi_slopes: torch.Tensor | None,
-                 causal: bool, softmax_scale: float | None, window_left: int, window_right: int, softcap: float,
-                 dropout_p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, alibi_slopes: Optional[torch.Tensor],
+                 causal: bool, softmax_scale: Optional[float], window_left: int, window_right: int, softcap: float,
+                 dropout_p: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
     out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
     lse = q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
     _attnkit.flash_varlen_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, alibi_slopes, out,
@@ -174,9 +176,9 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, alibi_slo
 @torch.library.custom_op("attnkit::flash_varlen_backward", mutates_args=(), device_types="cpu")
 def flash_varlen_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int,
-                          alibi_slopes: torch.Tensor | None, out: torch.Tensor, lse: torch.Tensor, causal: bool,
-                          softmax_scale: float | None, window_left: int, window_right: int, softcap: float,
-                          dropout_p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          alibi_slopes: Optional[torch.Tensor], out: torch.Tensor, lse: torch.Tensor, causal: bool,
+                          softmax_scale: Optional[float], window_left: int, window_right: int, softcap: float,
+                          dropout_p: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dq, dk, dv = gradients_like(q, k, v)
     _attnkit.flash_varlen_backward(dout, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                    alibi_slopes, out, lse, dq, dk, dv, causal, softmax_scale, window_left,

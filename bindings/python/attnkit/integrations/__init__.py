@@ -1,0 +1,1 @@
+"""Integrations with frameworks users already run: `attnkit.integrations.transformers`."""
