@@ -1,4 +1,4 @@
-"""Eager attention (spec section 1) against the textbook torch code, side by side in one run."""
+"""Eager attention (docs/semantics.md §1) against the textbook torch code, side by side in one run."""
 import math
 import os
 import sys
@@ -12,7 +12,7 @@ import attnkit  # noqa: E402
 
 
 def torch_eager(q, k, v, heads, dim, mask, causal):
-    """The textbook torch implementation the eager kernel replaces (spec section 1)."""
+    """The textbook torch implementation the eager kernel replaces (docs/semantics.md §1)."""
     batch, seq, _ = q.shape
     qh, kh, vh = (x.view(batch, seq, heads, dim).transpose(1, 2) for x in (q, k, v))
     scores = qh @ kh.transpose(-1, -2)

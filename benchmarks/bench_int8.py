@@ -1,5 +1,5 @@
 """int8 QKᵀ attention against torch fp32 SDPA and attnkit fp32, side by side in one run,
-with the accuracy metrics of spec section 5 (cosine, relative L1 against torch fp32).
+with the accuracy metrics of docs/semantics.md §5 (cosine, relative L1 against torch fp32).
 
 P·V is fp16 on AVX512_FP16 CPUs (fp32 across tiles) and fp32 elsewhere;
 ATTNKIT_INT8_PV=fp32 in the environment keeps it fp32. The header line says which ran."""

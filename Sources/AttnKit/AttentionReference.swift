@@ -3,7 +3,7 @@ import AttnKitCore
 import Glibc
 #endif
 
-/// The plain reference twin of FlashEngine: spec section 0 written as loops
+/// The plain reference twin of FlashEngine: docs/semantics.md §0 written as loops
 /// in Double, one query row at a time, with the whole score row materialized.
 /// It also serves fp64 inputs, for which it is the kernel.
 enum AttentionReference {
@@ -22,7 +22,7 @@ enum AttentionReference {
     }
 
     /// Row i's scores over every key (softcap, ALiBi, the additive mask, then
-    /// the masks that exclude keys as −inf, spec section 0) and their maximum;
+    /// the masks that exclude keys as −inf, docs/semantics.md §0) and their maximum;
     /// anyAllowed is false when every key is excluded. A NaN score makes the
     /// maximum NaN.
     static func scoreRow<E: AttnStorage>(_ unit: AttentionUnit<E>, options: AttentionOptions, row i: Int,

@@ -3,7 +3,7 @@ import AttnKitCore
 import Glibc
 #endif
 
-/// The plain reference twin of BackwardEngine: the gradients of spec section 0
+/// The plain reference twin of BackwardEngine: the gradients of docs/semantics.md §0
 /// written as loops in Double, one query row at a time with the whole score
 /// row materialized. It recomputes the softmax itself (it never reads the
 /// forward's O or lse), so it checks the engine rather than repeating it. It

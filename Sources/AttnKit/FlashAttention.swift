@@ -1,5 +1,5 @@
 import AttnKitCore
-/// flash-attn 2.8's forward on the CPU (spec section 3), for packed varlen
+/// flash-attn 2.8's forward on the CPU (docs/semantics.md §3), for packed varlen
 /// batches and for fixed-length batches.
 ///
 ///     varlen:  q (total_q, Hq, D)  k (total_k, Hk, D)  v (total_k, Hk, Dv)  out (total_q, Hq, Dv)

@@ -10,7 +10,7 @@ public enum QKQuantization: String, CaseIterable, Sendable {
     case perTensor = "per_tensor"
 }
 
-/// SageAttention-style SDPA (spec section 5): torch SDPA's shapes, masks, causal
+/// SageAttention-style SDPA (docs/semantics.md §5): torch SDPA's shapes, masks, causal
 /// and GQA rules, with QKᵀ computed from int8 Q and K (int32 sums, vpdpbusd on
 /// AVX-512 VNNI) and dequantized by the product of their scales; the online
 /// softmax and P·V stay fp32. `smoothK` subtracts K's mean over tokens first,

@@ -1,4 +1,4 @@
-/// Seed 001's asymmetric per-tensor quantization (spec section 5):
+/// Seed 001's asymmetric per-tensor quantization (docs/semantics.md §5):
 ///
 ///     scale      = (max − min) / (2^bits − 1)
 ///     zero_point = −min / scale

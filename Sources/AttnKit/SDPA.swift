@@ -7,7 +7,7 @@ public enum SDPAMask<E> {
     case additive(StridedTensor<E>)
 }
 
-/// torch.nn.functional.scaled_dot_product_attention on the CPU (spec section 2).
+/// torch.nn.functional.scaled_dot_product_attention on the CPU (docs/semantics.md §2).
 ///
 ///     query: (N..., Hq, L, E)   key: (N..., Hk, S, E)   value: (N..., Hk, S, Ev)
 ///     out:   (N..., Hq, L, Ev)  written

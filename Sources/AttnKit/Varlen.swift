@@ -10,7 +10,7 @@ public struct SequenceOffsets {
     public func start(_ sequence: Int) -> Int { offsets[sequence] }
     public func length(_ sequence: Int) -> Int { offsets[sequence + 1] - offsets[sequence] }
 
-    /// Checks spec section 1's rules: [B+1] entries, starting at 0,
+    /// Checks docs/semantics.md §1's rules: [B+1] entries, starting at 0,
     /// non-decreasing, ending at `total`, no sequence longer than `maxLength`.
     public init(_ name: String, values: [Int], total: Int, maxLength: Int, maxName: String) throws {
         guard values.count >= 1 else {

@@ -480,7 +480,7 @@ public enum FlashEngine {
     }
 
     /// Softcap, ALiBi, the additive mask, then the masks that exclude keys
-    /// (window/causal range, boolean mask), in that order (spec section 0).
+    /// (window/causal range, boolean mask), in that order (docs/semantics.md §0).
     /// Excluded scores become −inf here, in fp32.
     static func transformScores<E: AttnStorage>(_ unit: AttentionUnit<E>, options: AttentionOptions, rowStart: Int,
                                                 rows: Int, activeChunks: Int, tileStart: Int, tileKeys: Int,

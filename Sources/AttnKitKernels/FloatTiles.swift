@@ -229,7 +229,7 @@ extension FlashEngine {
 
     /// The same sum as accumulateValues, but a V row only reaches the rows that
     /// gave it a nonzero probability: a NaN or Inf in V must not turn 0·NaN into
-    /// NaN in rows that never attend its key (spec section 4). Taken only for
+    /// NaN in rows that never attend its key (docs/semantics.md §4). Taken only for
     /// tiles whose V holds a non-finite value.
     /// O is read and written at output[row·rowStep + e·dimStep] (Oᵀ or row-wise).
     static func accumulateValuesSkippingExcluded(output: UnsafeMutablePointer<Float>, rowStep: Int, dimStep: Int,

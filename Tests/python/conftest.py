@@ -1,10 +1,10 @@
-"""Shared reference math and tolerances for the parity tests (spec sections 1 and 6)."""
+"""Shared reference math and tolerances for the parity tests (docs/semantics.md §1 and §6)."""
 import math
 
 import pytest
 import torch
 
-# Spec section 6: fp32 must be within 1e-5 · max(1, max|ref64|) of the fp64 reference.
+# docs/semantics.md §6: fp32 must be within 1e-5 · max(1, max|ref64|) of the fp64 reference.
 FP32_RELATIVE_TOLERANCE = 1e-5
 # fp64 input is checked against the same math in fp64; only summation order differs.
 FP64_RELATIVE_TOLERANCE = 1e-12
@@ -26,7 +26,7 @@ def assert_close(actual, reference, dtype, label):
 
 
 def eager_reference(q, k, v, num_heads, head_dim, mask=None, causal=False):
-    """Spec section 1 in fp64: split heads, q·kᵀ, mask, softmax(/sqrt(D)), ·v, merge heads.
+    """docs/semantics.md §1 in fp64: split heads, q·kᵀ, mask, softmax(/sqrt(D)), ·v, merge heads.
 
     q: [B, Sq, H*D]; k, v: [B, Sk, H*D]; mask: [B, Sk] bool. Rows with no allowed key give 0.
     Returns (out [B, Sq, H*D], weights [B, H, Sq, Sk]).
@@ -57,7 +57,7 @@ def _seed():
 
 
 def sdpa_reference(query, key, value, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
-    """torch SDPA semantics (spec section 2) in fp64, written out: top-left causal,
+    """torch SDPA semantics (docs/semantics.md §2) in fp64, written out: top-left causal,
     bool masks exclude, float masks add, GQA by head groups, fully masked rows give 0."""
     q, k, v = (torch.as_tensor(x).double() for x in (query, key, value))
     if q.ndim >= 3 and k.shape[-3] != q.shape[-3]:

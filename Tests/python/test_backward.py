@@ -11,7 +11,7 @@ import attnkit
 from conftest import flash_allowed, flash_reference, max_error, sdpa_reference
 
 # fp32 gradients: within this much of the fp64 reference, relative to max(1, max|reference|)
-# (the forward's fp32 rule, spec section 6, applied to each gradient).
+# (the forward's fp32 rule, docs/semantics.md §6, applied to each gradient).
 FP32_GRADIENT_TOLERANCE = 1e-5
 LOW_PRECISION = [torch.float16, torch.bfloat16]
 ULP_AT_ONE = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}

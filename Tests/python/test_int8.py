@@ -1,4 +1,4 @@
-"""int8_scaled_dot_product_attention (issue: int8 paths), spec section 5: cosine >= 0.999
+"""int8_scaled_dot_product_attention (issue: int8 paths), docs/semantics.md §5: cosine >= 0.999
 and relative L1 <= 0.03 against the fp32 result, on N(0,1) inputs and on K with a large
 per-channel offset, causal and masked, GQA, every qk_quant mode."""
 import itertools

@@ -1,4 +1,4 @@
-"""fp16 and bf16 in every entry point (issue: numerics), spec sections 4 and 6.
+"""fp16 and bf16 in every entry point (issue: numerics), docs/semantics.md §4 and §6.
 
 The accuracy rule: max|ours − ref32| <= max|torch_same_dtype − ref32|, with a
 floor of one ulp of the dtype at the output's magnitude, where ref32 is the

@@ -7,7 +7,7 @@ import attnkit
 
 
 def formula(x, bits):
-    """Spec section 5 in fp64."""
+    """docs/semantics.md §5 in fp64."""
     x = torch.as_tensor(x).double()
     low, high = x.min().item(), x.max().item()
     levels = 2**bits - 1

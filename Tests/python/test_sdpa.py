@@ -212,7 +212,7 @@ def test_sdpa_errors(kwargs, error, pattern):
         attnkit.scaled_dot_product_attention(**args)
 
 
-# ---- seed wrappers (spec section 1) ----
+# ---- seed wrappers (docs/semantics.md §1) ----
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("masked", [False, True])

@@ -28,6 +28,10 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     (B, Sq, Hq, D), and softmax_lse (B, Hq, Sq) fp32 with return_softmax_lse. cache_seqlens
     None means every cache is full. The cache is left untouched if any argument is invalid.
 
+    causal and window_size are bottom-right aligned with Sk = cache_seqlens + S_new (the new
+    tokens see the whole cache before them); rotary_interleaved picks GPT-J pairs (0, 1), (2, 3)
+    over GPT-NeoX halves. docs/semantics.md §7 has the full rules.
+
     int8 caches (an attnkit extension): k_cache/v_cache int8 with k_scale/v_scale fp32 of shape
     k_cache.shape[:3], one symmetric scale per (row, position, KV head); new k/v are quantized on
     append (absmax/127 per token and head) and the kernel dequantizes on the fly."""

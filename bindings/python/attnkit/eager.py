@@ -1,4 +1,4 @@
-"""Eager attention: the textbook algorithm, spec section 1."""
+"""Eager attention: the textbook algorithm, docs/semantics.md §1."""
 from . import _attnkit
 from ._arrays import check_int, check_tensor, empty_like_kind, is_torch
 
@@ -16,7 +16,7 @@ def _eager(q, k, v, num_heads, head_dim, mask, return_weights, causal):
         if wants_grad(q, k, v):
             if return_weights:   # differentiable through out and weights
                 return EagerFunction.apply(q, k, v, mask, num_heads, head_dim, causal)
-            # The same function (spec section 1) through the differentiable SDPA kernel.
+            # The same function (docs/semantics.md §1) through the differentiable SDPA kernel.
             from .sdpa import _sdpa_seed
 
             return _sdpa_seed(q, k, v, num_heads, head_dim, mask, causal)

@@ -1,5 +1,5 @@
-"""flash-attn 2.8's API on the CPU (spec section 3), and the seed wrappers
-flash_bidirectional_attention / flash_causal_attention (spec section 1)."""
+"""flash-attn 2.8's API on the CPU (docs/semantics.md §3), and the seed wrappers
+flash_bidirectional_attention / flash_causal_attention (docs/semantics.md §1)."""
 import numbers
 
 import numpy as np
@@ -70,14 +70,45 @@ def _varlen_arguments(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, wi
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                            deterministic=False, return_attn_probs=False, *, _int8_mode=-1, _smooth_k=False):
-    """q (total_q, Hq, D), k (total_k, Hk, D), v (total_k, Hk, Dv) -> out (total_q, Hq, Dv).
+    """flash-attn 2.8's flash_attn_varlen_func on the CPU: attention over packed sequences.
 
-    With return_attn_probs=True returns (out, softmax_lse (Hq, total_q) fp32, S_dmask). S_dmask is
-    None when dropout_p is 0, as in flash-attn; otherwise (B, Hq, max_seqlen_q, max_seqlen_k), both
-    rounded up to multiples of 128, holding each sequence's attention probabilities (normalized)
-    with the sign bit set where dropout dropped them, and 0 past each sequence (a testing aid: it
-    costs a second, fp64 pass over QKᵀ). The forward pass is deterministic whatever
-    `deterministic` says.
+    Args:
+        q: (total_q, Hq, D); k: (total_k, Hk, D); v: (total_k, Hk, Dv). Hk must divide Hq (GQA/MQA:
+            query head h reads KV head h // (Hq // Hk)). float32, float64, float16 or bfloat16 (bf16
+            through torch), all three the same dtype; any strides; numpy or torch CPU tensors.
+        cu_seqlens_q, cu_seqlens_k: (B + 1,) int32 or int64 (a list of ints is accepted): start at 0,
+            never decrease, end at total_q / total_k. Sequence b is rows cu[b]:cu[b + 1]; a token
+            attends only keys of its own sequence.
+        max_seqlen_q, max_seqlen_k: at least the longest sequence of each.
+        dropout_p: probability of dropping each attention weight (seeded by attnkit.manual_seed).
+        softmax_scale: defaults to 1 / sqrt(D).
+        causal: bottom-right aligned per sequence: query i sees key j iff j <= i + Sk - Sq.
+        window_size: (left, right); key j is allowed iff i + Sk - Sq - left <= j <= i + Sk - Sq + right;
+            -1 leaves a side unbounded. causal sets right = 0.
+        softcap: > 0 replaces each scaled score s by softcap * tanh(s / softcap), before ALiBi and masks.
+        alibi_slopes: float32 (Hq,) or (B, Hq); adds -slope * |i + Sk - Sq - j| to the scores.
+        deterministic: accepted for compatibility; attnkit's forward and backward are always deterministic.
+        return_attn_probs: also return softmax_lse and S_dmask.
+
+    Returns:
+        out (total_q, Hq, Dv) in q's dtype; with return_attn_probs, (out, softmax_lse, S_dmask):
+        softmax_lse (Hq, total_q) float32, the natural-log logsumexp of each row's final scores;
+        S_dmask None when dropout_p is 0, as in flash-attn, else (B, Hq, max_seqlen_q, max_seqlen_k),
+        both rounded up to multiples of 128, holding each sequence's probabilities with the sign bit
+        set where dropout dropped them (a testing aid costing a second, fp64 pass).
+
+    Rules (docs/semantics.md §3, §4, §6):
+        Scores, softmax and the accumulator are fp32 for float16/bfloat16 input (fp64 for fp64); a
+        row with no allowed key gives out 0 and lse +inf, never NaN; finite input never gives NaN
+        or Inf; NaN or Inf in q, k or v reaches exactly the rows that attend it. The result has
+        the same bits on every run and thread count.
+
+    Gradients: differentiable when a torch input requires grad (FlashAttention-2's backward, §8);
+    numpy input is forward-only.
+
+    Raises:
+        TypeError or ValueError naming the argument and the rule it broke (e.g. a cu_seqlens that
+        decreases, Hq not a multiple of Hk, mixed dtypes); nothing is written then.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, x)
@@ -163,10 +194,23 @@ def flash_attn_varlen_int8_func(q_int8, q_scale, k_int8, k_scale, v, cu_seqlens_
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                     alibi_slopes=None, deterministic=False, return_attn_probs=False):
-    """q (B, Sq, Hq, D), k (B, Sk, Hk, D), v (B, Sk, Hk, Dv) -> out (B, Sq, Hq, Dv).
+    """flash-attn 2.8's flash_attn_func on the CPU.
 
-    With return_attn_probs=True returns (out, softmax_lse (B, Hq, Sq) fp32, S_dmask), S_dmask as in
-    flash_attn_varlen_func: None without dropout, else (B, Hq, Sq, Sk) rounded up to multiples of 128.
+    Args:
+        q: (B, Sq, Hq, D); k: (B, Sk, Hk, D); v: (B, Sk, Hk, Dv). Hk must divide Hq (GQA/MQA).
+            float32, float64, float16 or bfloat16 (bf16 through torch), one dtype; any strides.
+        dropout_p, softmax_scale (default 1 / sqrt(D)), causal (bottom-right: query i sees key j
+            iff j <= i + Sk - Sq), window_size (left, right; -1 unbounded), softcap, alibi_slopes
+            (float32 (Hq,) or (B, Hq)), deterministic, return_attn_probs: as flash_attn_varlen_func.
+
+    Returns:
+        out (B, Sq, Hq, Dv); with return_attn_probs, (out, softmax_lse (B, Hq, Sq) float32, S_dmask)
+        with S_dmask as in flash_attn_varlen_func.
+
+    Rules (docs/semantics.md §3, §4, §6): fp32 softmax and accumulation for float16/bfloat16; an
+    empty row gives 0 (lse +inf); NaN in an input reaches exactly the rows that attend it.
+    Gradients: differentiable when a torch input requires grad (§8). Bad arguments raise
+    TypeError or ValueError naming the argument.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, x)
@@ -222,7 +266,7 @@ def _flash_seed(q, k, v, num_heads, head_dim, cu_seqlens, max_seqlen, causal):
 
 
 def flash_bidirectional_attention(q, k, v, num_heads, head_dim, cu_seqlens, max_seqlen):
-    """Spec section 1 on the varlen flash kernel: q, k, v [total, H*D]; tokens attend within their sequence."""
+    """docs/semantics.md §1 on the varlen flash kernel: q, k, v [total, H*D]; tokens attend within their sequence."""
     return _flash_seed(q, k, v, num_heads, head_dim, cu_seqlens, max_seqlen, causal=False)
 
 

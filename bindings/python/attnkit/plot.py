@@ -3,9 +3,14 @@
 Importing attnkit never imports matplotlib; this module does, when a function here is called.
 """
 import math
+import os
 import sys
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _as_array(weights):
@@ -26,8 +31,10 @@ def _pyplot():
     return plt
 
 
-def attention_heatmap(weights, query_tokens=None, key_tokens=None, head=None, path=None, title=None,
-                      cell_pixels=None):
+def attention_heatmap(weights: Any, query_tokens: Optional[Sequence[str]] = None,
+                      key_tokens: Optional[Sequence[str]] = None, head: Optional[int] = None,
+                      path: Union[str, "os.PathLike[str]", None] = None, title: Optional[str] = None,
+                      cell_pixels: Optional[float] = None) -> "Figure":
     """Draws attention weights as a heatmap; returns the matplotlib Figure (written to `path` if given).
 
     weights: (B, H, L, S) (the first batch entry is drawn), (H, L, S) or (L, S), torch or numpy, as

@@ -1,4 +1,4 @@
-"""Seed 001's per-tensor asymmetric quantization (spec section 5)."""
+"""Seed 001's per-tensor asymmetric quantization (docs/semantics.md §5)."""
 import numbers
 
 import numpy as np

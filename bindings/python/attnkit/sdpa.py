@@ -1,4 +1,4 @@
-"""torch.nn.functional.scaled_dot_product_attention on the CPU (spec section 2),
+"""torch.nn.functional.scaled_dot_product_attention on the CPU (docs/semantics.md §2),
 and the seed wrappers sdpa_bidirectional_attention / sdpa_causal_attention."""
 import numbers
 
@@ -9,12 +9,27 @@ from ._random import next_seed
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
-    """Drop-in for torch.nn.functional.scaled_dot_product_attention.
+    """Drop-in for torch.nn.functional.scaled_dot_product_attention, on the CPU.
 
-    query (N..., Hq, L, E), key (N..., Hk, S, E), value (N..., Hk, S, Ev) -> (N..., Hq, L, Ev).
-    attn_mask: bool (True takes part) or float of the query dtype (added), broadcast to
-    (N..., Hq, L, S). is_causal is top-left aligned. enable_gqa lets Hk divide Hq.
-    Rows with nothing to attend give 0. Dropout is seeded by attnkit.manual_seed.
+    Args:
+        query: (N..., Hq, L, E); key: (N..., Hk, S, E); value: (N..., Hk, S, Ev), any number of
+            leading dims. float32, float64, float16 or bfloat16 (bf16 through torch), one dtype,
+            any strides; numpy arrays or torch CPU tensors.
+        attn_mask: broadcast to (N..., Hq, L, S); bool (True takes part) or float of the query
+            dtype (added to the scores). Not together with is_causal (as in torch).
+        dropout_p: seeded by attnkit.manual_seed (the same seed gives the same bits).
+        is_causal: top-left aligned: query i sees key j iff j <= i, also when L != S.
+        scale: defaults to 1 / sqrt(E).
+        enable_gqa: lets Hk divide Hq (query head h reads KV head h // (Hq // Hk)); otherwise Hq == Hk.
+
+    Returns:
+        (N..., Hq, L, Ev) in the query's dtype, numpy for numpy input, torch for torch.
+
+    Rules (docs/semantics.md §2, §4, §6): a row that a bool mask or causality empties gives 0, as
+    in torch; fp32 softmax and accumulation for float16/bfloat16, so finite input never gives NaN
+    or Inf; NaN in an input reaches exactly the rows that attend it.
+    Gradients: differentiable when a torch input requires grad (§8); a mask requiring grad raises
+    ValueError. Bad arguments raise TypeError or ValueError naming the argument.
     """
     for name, x in (("query", query), ("key", key), ("value", value)):
         check_tensor(name, x)
@@ -96,7 +111,7 @@ def _masked_causal(qh, kh, vh, attn_mask, causal):
 
 
 def sdpa_bidirectional_attention(q, k, v, num_heads, head_dim, mask=None):
-    """Spec section 1 on the SDPA kernel: [B, S, H*D] in and out, mask [B, S] (True = key may be attended)."""
+    """docs/semantics.md §1 on the SDPA kernel: [B, S, H*D] in and out, mask [B, S] (True = key may be attended)."""
     return _sdpa_seed(q, k, v, num_heads, head_dim, mask, causal=False)
 
 
@@ -107,7 +122,7 @@ def sdpa_causal_attention(q, k, v, num_heads, head_dim, mask=None):
 
 def int8_scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None, enable_gqa=False,
                                       qk_quant="per_block", smooth_k=True):
-    """scaled_dot_product_attention (without dropout) with QKᵀ in int8 (spec section 5).
+    """scaled_dot_product_attention (without dropout) with QKᵀ in int8 (docs/semantics.md §5).
 
     Q and K are quantized on the fly to symmetric int8 per block (64 rows / 64 keys), per token
     or per tensor (`qk_quant`); smooth_k subtracts K's mean over tokens first. Softmax and P·V

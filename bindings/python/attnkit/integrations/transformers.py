@@ -29,7 +29,7 @@ import attnkit
 NAME = "attnkit"
 
 
-def register(name=NAME):
+def register(name: str = NAME) -> None:
     """Makes attn_implementation=name load attnkit's attention in transformers models."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
