@@ -1,5 +1,7 @@
 #include "tensor.h"
 
+#include <attnkit.hpp>
+
 #include <pybind11/stl.h>
 
 #include <optional>
@@ -11,18 +13,8 @@ namespace {
 attn_flash_params make_params(bool causal, std::optional<double> softmax_scale, int64_t window_left,
                                int64_t window_right, double softcap, double dropout_p, uint64_t seed,
                                int64_t max_seqlen_q, int64_t max_seqlen_k, int qk_quant = -1, bool smooth_k = false) {
-    attn_flash_params params{};
-    params.struct_size = sizeof params;
-    params.causal = causal ? 1 : 0;
-    params.has_scale = softmax_scale.has_value() ? 1 : 0;
-    params.softmax_scale = softmax_scale.value_or(0.0);
-    params.window_left = window_left;
-    params.window_right = window_right;
-    params.softcap = softcap;
-    params.dropout_p = dropout_p;
-    params.seed = seed;
-    params.max_seqlen_q = max_seqlen_q;
-    params.max_seqlen_k = max_seqlen_k;
+    attn_flash_params params = attnkit::flash_options{causal, softmax_scale, window_left, window_right, softcap,
+                                                      dropout_p, seed}.c(max_seqlen_q, max_seqlen_k);
     params.int8_qk = qk_quant >= 0 ? 1 : 0;
     params.qk_quant = qk_quant >= 0 ? qk_quant : 0;
     params.smooth_k = smooth_k ? 1 : 0;

@@ -1,5 +1,7 @@
 #include "tensor.h"
 
+#include <attnkit.hpp>
+
 #include <pybind11/stl.h>
 
 #include <optional>
@@ -10,15 +12,7 @@ namespace {
 
 attn_sdpa_params sdpa_params(bool is_causal, bool enable_gqa, std::optional<double> scale, double dropout_p,
                              uint64_t seed) {
-    attn_sdpa_params params{};
-    params.struct_size = sizeof params;
-    params.is_causal = is_causal ? 1 : 0;
-    params.enable_gqa = enable_gqa ? 1 : 0;
-    params.has_scale = scale.has_value() ? 1 : 0;
-    params.scale = scale.value_or(0.0);
-    params.dropout_p = dropout_p;
-    params.seed = seed;
-    return params;
+    return attnkit::sdpa_options{is_causal, enable_gqa, scale, dropout_p, seed}.c();
 }
 
 }  // namespace
