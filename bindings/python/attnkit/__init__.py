@@ -14,6 +14,7 @@ from .flash import (flash_attn_func, flash_attn_kvpacked_func, flash_attn_qkvpac
 from .quantize import dequantize_per_tensor, quantize_per_tensor
 from .sdpa import (int8_scaled_dot_product_attention, scaled_dot_product_attention, sdpa_bidirectional_attention,
                    sdpa_causal_attention)
+from .sliding import sliding_window_attention
 
 
 if "torch" in sys.modules:
@@ -79,4 +80,5 @@ __all__ = [
     "sdpa_bidirectional_attention",
     "sdpa_causal_attention",
     "set_num_threads",
+    "sliding_window_attention",
 ]

@@ -110,6 +110,9 @@ def flash_attn_varlen_int8_func(q_int8: Array, q_scale: Array, k_int8: Array, k_
                                 softcap: float = ..., alibi_slopes: Optional[Array] = ...,
                                 return_attn_probs: bool = ...) -> Union[Array, Tuple[Array, Array, Optional[Array]]]: ...
 
+def sliding_window_attention(q: Array, k: Array, v: Array, window: int, causal: bool = ...,
+                             softmax_scale: Optional[float] = ...) -> Array: ...
+
 # ---- decoding with a KV cache, and merging partial results ----
 @overload
 def flash_attn_with_kvcache(q: Array, k_cache: Array, v_cache: Array, k: Optional[Array] = ...,
