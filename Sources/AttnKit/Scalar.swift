@@ -24,6 +24,9 @@ public protocol AttentionScalar: BinaryFloatingPoint, SIMDScalar, Codable {
     /// whose `keyAllowed` byte is 0 (they get probability 0). The caller has
     /// already checked that at least one key is allowed.
     static func softmaxRow(_ row: UnsafeMutablePointer<Self>, count: Int, keyAllowed: UnsafePointer<UInt8>?)
+
+    /// e^x in the type's precision (libm).
+    static func exponential(_ x: Self) -> Self
 }
 
 /// OpenBLAS runs inside our own worker threads, so it must not start its own.
@@ -51,6 +54,8 @@ extension Float: AttentionScalar {
     public static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, keyAllowed: UnsafePointer<UInt8>?) {
         KernelDispatch.softmaxRow(row, count: count, keyAllowed: keyAllowed)
     }
+
+    @inlinable public static func exponential(_ x: Float) -> Float { expf(x) }
 }
 
 extension Double: AttentionScalar {
@@ -88,4 +93,6 @@ extension Double: AttentionScalar {
         let inverse = 1 / sum
         for j in 0..<count { row[j] *= inverse }
     }
+
+    @inlinable public static func exponential(_ x: Double) -> Double { Glibc.exp(x) }
 }
