@@ -457,6 +457,86 @@ attn_status attn_merge_attention_states(const attn_tensor *out_a, const attn_ten
                                         const attn_tensor *out_b, const attn_tensor *lse_b,
                                         const attn_tensor *out, const attn_tensor *lse);
 
+/* ---- The attention guide's variants (docs/semantics.md §9) ----
+ * Sparse top-k: each query keeps the top_k keys with the highest scaled scores
+ * (softmax_scale * q.k), softmaxes over those only and averages their values.
+ * Ties at the k-th score go to the lower key index; a NaN score ranks above
+ * every number (as torch.topk). Keys stream in tiles through a running top-k per
+ * query: no row of scores longer than a tile is stored.
+ *   q:        (B, Hq, Sq, D)   f32, f64, f16 or bf16 (f16/bf16 compute in fp32)
+ *   k:        (B, Hk, Sk, D)   Hk divides Hq: query head h reads KV head h / (Hq/Hk)
+ *   v:        (B, Hk, Sk, Dv)
+ *   key_mask: (B, Sk)          bool or u8, nonzero = may be attended; may be NULL
+ *   out:      (B, Hq, Sq, Dv)  written
+ * 1 <= top_k <= Sk. Causal is top-left (key j for query i iff j <= i). A query
+ * with fewer than top_k allowed keys keeps them all; one with none gets 0. */
+typedef struct attn_sparse_topk_params {
+    uint32_t struct_size; /* sizeof(attn_sparse_topk_params) */
+    int32_t mask_mode;    /* ATTN_MASK_NONE or ATTN_MASK_CAUSAL_TOP_LEFT */
+    int64_t top_k;
+    int32_t has_scale;    /* 0: softmax_scale = 1/sqrt(D) */
+    int32_t reserved;
+    double softmax_scale;
+} attn_sparse_topk_params;
+
+attn_status attn_sparse_topk_forward(const attn_sparse_topk_params *params, const attn_tensor *q,
+                                     const attn_tensor *k, const attn_tensor *v, const attn_tensor *key_mask,
+                                     const attn_tensor *out);
+
+/* Attention Free Transformer, per batch, token t and feature c:
+ *   out[t,c] = sigmoid(q[t,c]) * sum_t' e^(W[t,t'] + k[t',c]) v[t',c] / sum_t' e^(W[t,t'] + k[t',c])
+ * over the keys t' that t sees: every key (ATTN_AFT_FULL); |t - t'| < local_context
+ * (ATTN_AFT_LOCAL; with ATTN_AFT_OUTSIDE_ZERO_BIAS the other keys count too, with
+ * W = 0); W = 0 and every key (ATTN_AFT_SIMPLE, O(T*d)); and t' <= t when causal.
+ *   q, k, v, out: (B, T, d)  f32, f64, f16 or bf16, one dtype
+ *   w_bias:       (>= T, >= T), its leading (T, T) block is W; or NULL
+ *   w_u, w_v:     (>= T, r) each: W = w_u * w_v^T, never expanded; or both NULL
+ * FULL and LOCAL take exactly one of w_bias or (w_u, w_v); SIMPLE takes neither.
+ * Exponents are shifted by max_t' k per feature and max_t' W per row; a (t, c)
+ * whose shifted sum underflows is recomputed exactly in fp64. A row whose
+ * exponents are all -inf gives 0. */
+enum {
+    ATTN_AFT_FULL = 0,
+    ATTN_AFT_LOCAL = 1,
+    ATTN_AFT_SIMPLE = 2
+};
+enum {
+    ATTN_AFT_OUTSIDE_EXCLUDE = 0,  /* keys with |t - t'| >= local_context are left out */
+    ATTN_AFT_OUTSIDE_ZERO_BIAS = 1 /* they count with W = 0 (the AFT paper's aft-local) */
+};
+typedef struct attn_aft_params {
+    uint32_t struct_size; /* sizeof(attn_aft_params) */
+    int32_t variant;      /* ATTN_AFT_FULL, ATTN_AFT_LOCAL or ATTN_AFT_SIMPLE */
+    int32_t causal;       /* 0 or 1 */
+    int32_t outside;      /* ATTN_AFT_LOCAL only: ATTN_AFT_OUTSIDE_EXCLUDE or ..._ZERO_BIAS */
+    int64_t local_context; /* ATTN_AFT_LOCAL only: >= 1 */
+} attn_aft_params;
+
+attn_status attn_aft_forward(const attn_aft_params *params, const attn_tensor *q, const attn_tensor *k,
+                             const attn_tensor *v, const attn_tensor *w_bias, const attn_tensor *w_u,
+                             const attn_tensor *w_v, const attn_tensor *out);
+
+/* Linformer: K and V projected along the sequence, then softmax attention:
+ *   K' = E[:, :Sk] k + bias_e,  V' = F[:, :Sk] v + bias_f,  out = softmax(scale q K'^T) V'
+ *   q:              (B, Hq, Sq, D)   f32, f64, f16 or bf16, one dtype for all
+ *   k:              (B, Hk, Sk, D)   Hk divides Hq
+ *   v:              (B, Hk, Sk, Dv)
+ *   proj_e, proj_f: (kp, S_max)      S_max >= Sk: only the first Sk columns are read
+ *   bias_e, bias_f: (kp)             may be NULL
+ *   out:            (B, Hq, Sq, Dv)  written
+ * The projections of each (batch, KV head) are made once and shared by its query
+ * heads; each block of queries then attends the kp projected keys. */
+typedef struct attn_linformer_params {
+    uint32_t struct_size; /* sizeof(attn_linformer_params) */
+    int32_t has_scale;    /* 0: softmax_scale = 1/sqrt(D) */
+    double softmax_scale;
+} attn_linformer_params;
+
+attn_status attn_linformer_forward(const attn_linformer_params *params, const attn_tensor *q,
+                                   const attn_tensor *k, const attn_tensor *v, const attn_tensor *proj_e,
+                                   const attn_tensor *bias_e, const attn_tensor *proj_f,
+                                   const attn_tensor *bias_f, const attn_tensor *out);
+
 /* ---- Per-tensor asymmetric quantization (seed 001) ----
  *   scale = (max - min) / (2^num_bits - 1), zero_point = -min / scale,
  *   q = clamp(round_half_even(x / scale + zero_point), 0, 2^num_bits - 1),

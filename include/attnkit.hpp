@@ -325,6 +325,61 @@ inline void dequantize_per_tensor(const tensor &q, quantization quant, const ten
     check(attn_dequantize_per_tensor(q.get(), quant.scale, quant.zero_point, out.get()));
 }
 
+// ---- The attention guide's variants: sparse top-k, AFT, Linformer (docs/semantics.md §9) ---------
+
+struct sparse_topk_options {
+    std::int64_t top_k = 1;
+    bool causal = false;   // top-left: query i sees keys j <= i
+    std::optional<double> softmax_scale;   // default 1/sqrt(D)
+    attn_sparse_topk_params c() const noexcept {
+        return {sizeof(attn_sparse_topk_params), causal ? ATTN_MASK_CAUSAL_TOP_LEFT : ATTN_MASK_NONE, top_k,
+                softmax_scale.has_value(), 0, softmax_scale.value_or(0.0)};
+    }
+};
+
+/// q (B, Hq, Sq, D), k (B, Hk, Sk, D), v (B, Hk, Sk, Dv) → out (B, Hq, Sq, Dv); key_mask (B, Sk).
+inline void sparse_topk_forward(const sparse_topk_options &options, const tensor &q, const tensor &k, const tensor &v,
+                                const tensor &out, const tensor *key_mask = nullptr) {
+    auto params = options.c();
+    check(attn_sparse_topk_forward(&params, q.get(), k.get(), v.get(), detail::ptr(key_mask), out.get()));
+}
+
+struct aft_options {
+    std::int32_t variant = ATTN_AFT_FULL;   // ATTN_AFT_FULL, ATTN_AFT_LOCAL or ATTN_AFT_SIMPLE
+    bool causal = false;
+    std::int32_t outside = ATTN_AFT_OUTSIDE_EXCLUDE;   // ATTN_AFT_LOCAL only
+    std::int64_t local_context = 0;                    // ATTN_AFT_LOCAL only, >= 1
+    attn_aft_params c() const noexcept {
+        bool local = variant == ATTN_AFT_LOCAL;
+        return {sizeof(attn_aft_params), variant, causal, local ? outside : 0, local ? local_context : 0};
+    }
+};
+
+/// q, k, v, out (B, T, d); w_bias (>= T, >= T), or w_u and w_v (>= T, r); none for ATTN_AFT_SIMPLE.
+inline void aft_forward(const aft_options &options, const tensor &q, const tensor &k, const tensor &v,
+                        const tensor &out, const tensor *w_bias = nullptr, const tensor *w_u = nullptr,
+                        const tensor *w_v = nullptr) {
+    auto params = options.c();
+    check(attn_aft_forward(&params, q.get(), k.get(), v.get(), detail::ptr(w_bias), detail::ptr(w_u),
+                           detail::ptr(w_v), out.get()));
+}
+
+struct linformer_options {
+    std::optional<double> softmax_scale;   // default 1/sqrt(D)
+    attn_linformer_params c() const noexcept {
+        return {sizeof(attn_linformer_params), softmax_scale.has_value(), softmax_scale.value_or(0.0)};
+    }
+};
+
+/// q (B, Hq, Sq, D), k (B, Hk, Sk, D), v (B, Hk, Sk, Dv); proj_e, proj_f (kp, >= Sk); biases (kp).
+inline void linformer_forward(const linformer_options &options, const tensor &q, const tensor &k, const tensor &v,
+                              const tensor &proj_e, const tensor &proj_f, const tensor &out,
+                              const tensor *bias_e = nullptr, const tensor *bias_f = nullptr) {
+    auto params = options.c();
+    check(attn_linformer_forward(&params, q.get(), k.get(), v.get(), proj_e.get(), detail::ptr(bias_e), proj_f.get(),
+                                 detail::ptr(bias_f), out.get()));
+}
+
 }  // namespace attnkit
 
 #endif  // ATTNKIT_HPP

@@ -15,6 +15,7 @@ from .quantize import dequantize_per_tensor, quantize_per_tensor
 from .sdpa import (int8_scaled_dot_product_attention, scaled_dot_product_attention, sdpa_bidirectional_attention,
                    sdpa_causal_attention)
 from .sliding import sliding_window_attention
+from .variants import aft_full, aft_local, aft_simple, linformer_attention, sparse_top_k_attention
 
 
 if "torch" in sys.modules:
@@ -58,6 +59,9 @@ def set_num_threads(num_threads):
 
 __all__ = [
     "__version__",
+    "aft_full",
+    "aft_local",
+    "aft_simple",
     "available_isas",
     "eager_bidirectional_attention",
     "eager_causal_attention",
@@ -73,6 +77,7 @@ __all__ = [
     "int8_flash_attn_varlen_func",
     "int8_scaled_dot_product_attention",
     "isa",
+    "linformer_attention",
     "int8_pv_dtype",
     "manual_seed",
     "quantize_per_tensor",
@@ -81,4 +86,5 @@ __all__ = [
     "sdpa_causal_attention",
     "set_num_threads",
     "sliding_window_attention",
+    "sparse_top_k_attention",
 ]

@@ -10,4 +10,5 @@ PYBIND11_MODULE(_attnkit, m) {
     attnkit_py::init_quantize(m);
     attnkit_py::init_int8_sdpa(m);
     attnkit_py::init_decode(m);
+    attnkit_py::init_variants(m);
 }

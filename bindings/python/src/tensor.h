@@ -44,5 +44,6 @@ void init_flash(py::module_ &m);
 void init_quantize(py::module_ &m);
 void init_int8_sdpa(py::module_ &m);
 void init_decode(py::module_ &m);
+void init_variants(py::module_ &m);
 
 }  // namespace attnkit_py
