@@ -22,7 +22,7 @@ runs=${ATTNKIT_FUZZ_RUNS:-3000}
 out=build/fuzz
 mkdir -p "$out"
 
-harnesses=(eager sdpa flash varlen int8 quantize kvcache backward)
+harnesses=(eager sdpa flash varlen int8 quantize kvcache backward variants)
 source_of() { case $1 in varlen) echo "fuzz_flash.c -DFZ_VARLEN";; *) echo "fuzz_$1.c";; esac; }
 
 for name in "${harnesses[@]}"; do

@@ -40,11 +40,11 @@ public struct SparseTopKAttention {
                      out: MutableStridedTensor<E>) throws -> Problem {
         let shape = try validateHeads(q: q, k: k, v: v, out: out)
         guard topK >= 1 else {
-            throw AttnError.invalidArgument(argument: "k", rule: "(the number of keys kept) must be >= 1, got \(topK)")
+            throw AttnError.invalidArgument(argument: "top_k", rule: "must be >= 1, got \(topK)")
         }
         guard topK <= shape.seqK else {
-            throw AttnError.invalidArgument(argument: "k",
-                                            rule: "(the number of keys kept) must be <= the key length \(shape.seqK), got \(topK)")
+            throw AttnError.invalidArgument(argument: "top_k",
+                                            rule: "must be <= the key length k.shape[2] (\(shape.seqK)), got \(topK)")
         }
         if let keyMask {
             try requireRank("key_mask", keyMask.shape, 2, "[batch, seq_k]")

@@ -91,6 +91,9 @@ typedef struct {
     attn_flash_params flash;
     attn_int8_sdpa_params int8;
     attn_kvcache_params kvcache;
+    attn_sparse_topk_params sparse;
+    attn_aft_params aft;
+    attn_linformer_params linformer;
     int params_null;
     int32_t num_bits;
     double scale, zero_point;
@@ -146,6 +149,15 @@ static attn_status run(call *c) {
     if (!strcmp(e, "varlen_backward"))
         return attn_flash_varlen_backward(fp, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4), arg(c, 5), arg(c, 6),
                                           arg(c, 7), arg(c, 8), arg(c, 9), arg(c, 10), arg(c, 11));
+    if (!strcmp(e, "sparse_topk"))
+        return attn_sparse_topk_forward(c->params_null ? NULL : &c->sparse, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3),
+                                        arg(c, 4));
+    if (!strcmp(e, "aft"))
+        return attn_aft_forward(c->params_null ? NULL : &c->aft, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4),
+                                arg(c, 5), arg(c, 6));
+    if (!strcmp(e, "linformer"))
+        return attn_linformer_forward(c->params_null ? NULL : &c->linformer, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3),
+                                      arg(c, 4), arg(c, 5), arg(c, 6), arg(c, 7));
     if (!strcmp(e, "merge"))
         return attn_merge_attention_states(arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4), arg(c, 5));
     if (!strcmp(e, "quantize"))
@@ -340,6 +352,34 @@ static call baseline(const char *entry) {
         add(&c, "lse_b", contiguous(3, ATTN_DTYPE_F32, 2, lse_shape), 1, 0);
         add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 3, out_shape), 1, 1);
         add(&c, "lse", contiguous(5, ATTN_DTYPE_F32, 2, lse_shape), 0, 1);
+    } else if (!strcmp(entry, "sparse_topk") || !strcmp(entry, "linformer")) {
+        /* q (1, 2, 3, 4) over one KV head (GQA) */
+        const int64_t kv_shape[4] = {1, 1, 3, 4}, projection[2] = {2, 5}, bias[1] = {2};
+        c.sparse = (attn_sparse_topk_params){sizeof(attn_sparse_topk_params), ATTN_MASK_NONE, 2, 0, 0, 0.0};
+        c.linformer = (attn_linformer_params){sizeof(attn_linformer_params), 0, 0.0};
+        add(&c, "q", contiguous(0, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 0);
+        add(&c, "k", contiguous(1, ATTN_DTYPE_F32, 4, kv_shape), 1, 0);
+        add(&c, "v", contiguous(2, ATTN_DTYPE_F32, 4, kv_shape), 1, 0);
+        if (!strcmp(entry, "sparse_topk")) {
+            add(&c, "key_mask", contiguous(3, ATTN_DTYPE_BOOL, 2, mask_shape), 0, 0);
+            memset(slot_data(3), 1, 3);
+        } else {
+            add(&c, "proj_e", contiguous(3, ATTN_DTYPE_F32, 2, projection), 1, 0);
+            add(&c, "bias_e", contiguous(5, ATTN_DTYPE_F32, 1, bias), 0, 0);
+            add(&c, "proj_f", contiguous(6, ATTN_DTYPE_F32, 2, projection), 1, 0);
+            add(&c, "bias_f", contiguous(7, ATTN_DTYPE_F32, 1, bias), 0, 0);
+        }
+        add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 1);
+    } else if (!strcmp(entry, "aft")) {
+        const int64_t aft_shape[3] = {1, 3, 4}, square[2] = {3, 3};
+        c.aft = (attn_aft_params){sizeof(attn_aft_params), ATTN_AFT_FULL, 0, 0, 0};
+        add(&c, "q", contiguous(0, ATTN_DTYPE_F32, 3, aft_shape), 1, 0);
+        add(&c, "k", contiguous(1, ATTN_DTYPE_F32, 3, aft_shape), 1, 0);
+        add(&c, "v", contiguous(2, ATTN_DTYPE_F32, 3, aft_shape), 1, 0);
+        add(&c, "w_bias", contiguous(3, ATTN_DTYPE_F32, 2, square), 0, 0);
+        absent(&c, "w_u");
+        absent(&c, "w_v");
+        add(&c, "out", contiguous(4, ATTN_DTYPE_F32, 3, aft_shape), 1, 1);
     } else if (!strcmp(entry, "quantize")) {
         add(&c, "x", contiguous(0, ATTN_DTYPE_F32, 2, flat), 1, 0);
         add(&c, "q", contiguous(1, ATTN_DTYPE_U8, 2, flat), 1, 1);
@@ -478,6 +518,54 @@ static void flash_param_cases(const char *entry) {
     c = baseline(entry); c.flash.dropout_p = 1.5; expect("dropout 1.5", c, ATTN_ERR_INVALID_ARGUMENT, "dropout_p");
     c = baseline(entry); c.flash.reserved = 1; expect("reserved 1", c, ATTN_ERR_INVALID_ARGUMENT, "reserved");
     c = baseline(entry); c.flash.int8_qk = 3; expect("int8_qk 3", c, ATTN_ERR_INVALID_ARGUMENT, "int8_qk");
+}
+
+/* The variants' params and their cross-argument rules. */
+static void variant_param_cases(void) {
+    call c;
+    const int64_t low_rank[2] = {3, 2}, other_rank[2] = {3, 1};
+    c = baseline("sparse_topk"); c.params_null = 1; expect("params NULL", c, ATTN_ERR_NULL_POINTER, "params");
+    c = baseline("sparse_topk"); c.sparse.struct_size = 4; expect("struct_size 4", c, ATTN_ERR_STRUCT_SIZE, "struct_size");
+    c = baseline("sparse_topk"); c.sparse.mask_mode = 3; expect("mask_mode 3", c, ATTN_ERR_INVALID_ARGUMENT, "mask_mode");
+    c = baseline("sparse_topk"); c.sparse.top_k = 0; expect("top_k 0", c, ATTN_ERR_INVALID_ARGUMENT, "top_k");
+    c = baseline("sparse_topk"); c.sparse.top_k = 4; expect("top_k > Sk", c, ATTN_ERR_INVALID_ARGUMENT, "top_k");
+    c = baseline("sparse_topk"); c.sparse.has_scale = 2; expect("has_scale 2", c, ATTN_ERR_INVALID_ARGUMENT, "has_scale");
+    c = baseline("sparse_topk"); c.sparse.has_scale = 1; c.sparse.softmax_scale = NAN;
+    expect("scale NaN", c, ATTN_ERR_INVALID_ARGUMENT, "softmax_scale");
+    c = baseline("sparse_topk"); c.sparse.reserved = 1; expect("reserved 1", c, ATTN_ERR_INVALID_ARGUMENT, "reserved");
+    c = baseline("sparse_topk"); c.tensors[1].shape[1] = 3; c.tensors[2].shape[1] = 3;
+    expect("kv heads do not divide", c, ATTN_ERR_SHAPE, "k.shape[1]");
+    c = baseline("sparse_topk"); c.tensors[3].shape[1] = 2; expect("key_mask seq", c, ATTN_ERR_SHAPE, "key_mask");
+    c = baseline("aft"); c.params_null = 1; expect("params NULL", c, ATTN_ERR_NULL_POINTER, "params");
+    c = baseline("aft"); c.aft.variant = 3; expect("variant 3", c, ATTN_ERR_INVALID_ARGUMENT, "variant");
+    c = baseline("aft"); c.aft.causal = 2; expect("causal 2", c, ATTN_ERR_INVALID_ARGUMENT, "causal");
+    c = baseline("aft"); c.aft.local_context = 2; expect("local_context on FULL", c, ATTN_ERR_INVALID_ARGUMENT, "local_context");
+    c = baseline("aft"); c.aft.outside = 1; expect("outside on FULL", c, ATTN_ERR_INVALID_ARGUMENT, "outside");
+    c = baseline("aft"); c.aft.variant = ATTN_AFT_LOCAL; expect("local_context 0", c, ATTN_ERR_INVALID_ARGUMENT, "local_context");
+    c = baseline("aft"); c.aft.variant = ATTN_AFT_LOCAL; c.aft.local_context = 1; c.aft.outside = 2;
+    expect("outside 2", c, ATTN_ERR_INVALID_ARGUMENT, "outside");
+    c = baseline("aft"); c.aft.variant = ATTN_AFT_SIMPLE; expect("bias on SIMPLE", c, ATTN_ERR_INVALID_ARGUMENT, "w_bias");
+    c = baseline("aft"); c.present[3] = 0; expect("no bias on FULL", c, ATTN_ERR_INVALID_ARGUMENT, "w_bias");
+    c = baseline("aft"); c.tensors[3].shape[1] = 2; expect("w_bias too narrow", c, ATTN_ERR_SHAPE, "w_bias.shape[1]");
+    c = baseline("aft"); c.present[3] = 0; c.tensors[4] = contiguous(5, ATTN_DTYPE_F32, 2, low_rank); c.present[4] = 1;
+    expect("w_u without w_v", c, ATTN_ERR_INVALID_ARGUMENT, "w_u and w_v");
+    c = baseline("aft"); c.tensors[4] = contiguous(5, ATTN_DTYPE_F32, 2, low_rank); c.present[4] = 1;
+    c.tensors[5] = contiguous(6, ATTN_DTYPE_F32, 2, low_rank); c.present[5] = 1;
+    expect("w_bias and w_u", c, ATTN_ERR_INVALID_ARGUMENT, "w_bias and (w_u, w_v)");
+    c = baseline("aft"); c.present[3] = 0; c.tensors[4] = contiguous(5, ATTN_DTYPE_F32, 2, low_rank); c.present[4] = 1;
+    c.tensors[5] = contiguous(6, ATTN_DTYPE_F32, 2, other_rank); c.present[5] = 1;
+    expect("ranks differ", c, ATTN_ERR_SHAPE, "w_v.shape[1]");
+    c = baseline("aft"); c.tensors[1].shape[1] = 2; expect("k length", c, ATTN_ERR_SHAPE, "k.shape[1]");
+    c = baseline("aft"); c.tensors[3].dtype = ATTN_DTYPE_F64; expect("w_bias dtype", c, ATTN_ERR_DTYPE, "w_bias");
+    c = baseline("linformer"); c.params_null = 1; expect("params NULL", c, ATTN_ERR_NULL_POINTER, "params");
+    c = baseline("linformer"); c.linformer.has_scale = 1; c.linformer.softmax_scale = INFINITY;
+    expect("scale inf", c, ATTN_ERR_INVALID_ARGUMENT, "softmax_scale");
+    c = baseline("linformer"); c.tensors[3].shape[1] = 2; expect("proj_e too short", c, ATTN_ERR_SHAPE, "proj_e.shape[1]");
+    c = baseline("linformer"); c.tensors[5].shape[0] = 1; expect("proj_f rows", c, ATTN_ERR_SHAPE, "proj_f.shape[0]");
+    c = baseline("linformer"); c.tensors[4].shape[0] = 3; expect("bias_e length", c, ATTN_ERR_SHAPE, "bias_e.shape[0]");
+    c = baseline("linformer"); c.tensors[6].dtype = ATTN_DTYPE_F64; expect("bias_f dtype", c, ATTN_ERR_DTYPE, "bias_f");
+    c = baseline("linformer"); c.tensors[3].shape[0] = 0; c.tensors[5].shape[0] = 0;
+    c.present[4] = 0; c.present[6] = 0; expect("no projected keys", c, ATTN_ERR_SHAPE, "proj_e.shape[0]");
 }
 
 static void param_cases(void) {
@@ -713,7 +801,8 @@ int main(void) {
     fill_slots();
     const char *entries[] = {"eager", "sdpa", "int8_sdpa", "flash", "flash_probs", "varlen", "varlen_probs",
                              "varlen_int8", "quantize", "dequantize", "kvcache", "merge", "kvcache_int8",
-                             "sdpa_lse", "sdpa_backward", "flash_backward", "varlen_backward", "eager_backward"};
+                             "sdpa_lse", "sdpa_backward", "flash_backward", "varlen_backward", "eager_backward",
+                             "sparse_topk", "aft", "linformer"};
     const int entry_count = (int)(sizeof entries / sizeof entries[0]);
     /* Each baseline must be valid: the mutations below then break one thing each. */
     for (int e = 0; e < entry_count; e++) {
@@ -723,6 +812,7 @@ int main(void) {
     }
     for (int e = 0; e < entry_count; e++) tensor_cases(entries[e]);
     param_cases();
+    variant_param_cases();
     positive_controls();
     printf("catalogue: %d passed, %d failed\n", cases - failed, failed);
     return failed != 0;

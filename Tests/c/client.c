@@ -259,6 +259,53 @@ int main(void) {
     CHECK(attn_flash_varlen_forward_probs(&probs_params, &fq, &fk, &fv, &tcu, &tcu, NULL, &fo, NULL, NULL) == ATTN_ERR_NULL_POINTER,
           "NULL S_dmask accepted");
 
+    /* The guide's variants on the same two tokens (docs/semantics.md §9). Sparse top-k keeps
+     * key 1 (score ln 3) when k = 1: out 8; with k = 2 it is the softmax above: 7. AFT-simple
+     * weights the tokens by e^K = 1 : 3 per feature: out = sigmoid(1) * 7 (causal: token 0
+     * sees only itself, sigmoid(1) * 4). Linformer with E = F = [0 1] projects onto key 1:
+     * out 8, plus bias_f. */
+    {
+        attn_tensor q4 = tq, k4 = tk, v4 = tv, o4 = to;
+        attn_tensor *four[4] = {&q4, &k4, &v4, &o4};
+        for (int i = 0; i < 4; i++) {
+            four[i]->rank = 4;
+            four[i]->shape[0] = 1; four[i]->shape[1] = 1; four[i]->shape[2] = 2; four[i]->shape[3] = 1;
+            four[i]->strides[0] = 2; four[i]->strides[1] = 2; four[i]->strides[2] = 1; four[i]->strides[3] = 1;
+        }
+        attn_sparse_topk_params sparse = {sizeof(attn_sparse_topk_params), ATTN_MASK_NONE, 1, 0, 0, 0.0};
+        status = attn_sparse_topk_forward(&sparse, &q4, &k4, &v4, NULL, &o4);
+        CHECK(status == ATTN_OK && fabsf(out[0] - 8.0f) < 1e-5f && fabsf(out[1] - 8.0f) < 1e-5f,
+              "sparse top-1: %g %g (%s)", out[0], out[1], attn_last_error());
+        sparse.top_k = 2; sparse.mask_mode = ATTN_MASK_CAUSAL_TOP_LEFT;
+        status = attn_sparse_topk_forward(&sparse, &q4, &k4, &v4, NULL, &o4);
+        CHECK(status == ATTN_OK && fabsf(out[0] - 4.0f) < 1e-5f && fabsf(out[1] - 7.0f) < 1e-5f,
+              "sparse causal top-2: %g %g (%s)", out[0], out[1], attn_last_error());
+        sparse.top_k = 3;
+        status = attn_sparse_topk_forward(&sparse, &q4, &k4, &v4, NULL, &o4);
+        CHECK(status == ATTN_ERR_INVALID_ARGUMENT && strstr(attn_last_error(), "top_k"), "top_k 3 of 2: %s",
+              attn_last_error());
+
+        const float gate = 1.0f / (1.0f + expf(-1.0f));
+        attn_aft_params aft = {sizeof(attn_aft_params), ATTN_AFT_SIMPLE, 0, 0, 0};
+        status = attn_aft_forward(&aft, &tq, &tk, &tv, NULL, NULL, NULL, &to);
+        CHECK(status == ATTN_OK && fabsf(out[0] - 7 * gate) < 1e-5f && fabsf(out[1] - 7 * gate) < 1e-5f,
+              "aft simple: %g %g (%s)", out[0], out[1], attn_last_error());
+        aft.causal = 1;
+        status = attn_aft_forward(&aft, &tq, &tk, &tv, NULL, NULL, NULL, &to);
+        CHECK(status == ATTN_OK && fabsf(out[0] - 4 * gate) < 1e-5f && fabsf(out[1] - 7 * gate) < 1e-5f,
+              "aft simple causal: %g %g (%s)", out[0], out[1], attn_last_error());
+
+        float e[2] = {0.0f, 1.0f}, bias_f[1] = {1.0f};
+        attn_tensor te, tb;
+        memset(&te, 0, sizeof te); memset(&tb, 0, sizeof tb);
+        te.data = e; te.dtype = ATTN_DTYPE_F32; te.rank = 2; te.shape[0] = 1; te.shape[1] = 2; te.strides[0] = 2; te.strides[1] = 1;
+        tb.data = bias_f; tb.dtype = ATTN_DTYPE_F32; tb.rank = 1; tb.shape[0] = 1; tb.strides[0] = 1;
+        attn_linformer_params linformer = {sizeof(attn_linformer_params), 0, 0.0};
+        status = attn_linformer_forward(&linformer, &q4, &k4, &v4, &te, NULL, &te, &tb, &o4);
+        CHECK(status == ATTN_OK && fabsf(out[0] - 9.0f) < 1e-5f && fabsf(out[1] - 9.0f) < 1e-5f,
+              "linformer: %g %g (%s)", out[0], out[1], attn_last_error());
+    }
+
     int32_t isa = -1;
     int32_t pv_dtype = 0;
     CHECK(attn_get_int8_pv_dtype(&pv_dtype) == ATTN_OK && (pv_dtype == ATTN_DTYPE_F16 || pv_dtype == ATTN_DTYPE_F32),

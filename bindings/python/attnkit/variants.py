@@ -66,6 +66,8 @@ def sparse_top_k_attention(query, key, value, k, num_chunks=4, *, causal=False, 
     k = check_int("k", k, minimum=1)
     check_int("num_chunks", num_chunks, minimum=1)
     flat = _head_layout(("query", "key", "value"), (query, key, value))
+    if k > key.shape[-2]:
+        raise ValueError(f"k must be <= the key length S_k = {key.shape[-2]}, got {k}")
     q4, k4, v4 = (_with_heads(x) for x in (query, key, value))
     out = empty_like_kind(query, (q4.shape[0], q4.shape[1], q4.shape[2], v4.shape[3]))
     _attnkit.sparse_topk_forward(q4, k4, v4, mask, out, k, bool(causal),
