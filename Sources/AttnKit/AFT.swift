@@ -127,4 +127,3 @@ public struct AFTAttention {
     }
 }
 
-@inline(__always) func sigmoid<T: AttentionScalar>(_ x: T) -> T { 1 / (1 + T.exponential(-x)) }

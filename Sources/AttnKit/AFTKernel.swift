@@ -8,7 +8,7 @@ import AttnKitCore
 /// per feature (one running pass when causal), O(T·d).
 struct AFTKernel<T: AttentionScalar, E: AttnStorage> {
     static var rowBlock: Int { 64 }
-    static var featureBlock: Int { 64 }
+    static var featureBlock: Int { 128 }
     /// A denominator below this has lost precision to the shifts: recompute it exactly.
     static var tiny: T { T.self == Double.self ? T(0x1p-1000 as Double) : T(0x1p-100 as Float) }
 
@@ -17,10 +17,6 @@ struct AFTKernel<T: AttentionScalar, E: AttnStorage> {
     let bias: AFTAttention.PositionBias<E>
     let out: MutableStridedTensor<E>
 
-    @inline(__always) func element(_ tensor: StridedTensor<E>, _ b: Int, _ t: Int, _ c: Int) -> T {
-        toCompute(tensor.data[b &* tensor.strides[0] &+ t &* tensor.strides[1] &+ c &* tensor.strides[2]], as: T.self)
-    }
-
     @inline(__always) func store(_ value: T, _ b: Int, _ t: Int, _ c: Int) {
         out.data[b &* out.strides[0] &+ t &* out.strides[1] &+ c &* out.strides[2]] = toStorage(value, as: E.self)
     }
@@ -28,83 +24,103 @@ struct AFTKernel<T: AttentionScalar, E: AttnStorage> {
     func run(threads: Int) throws {
         guard p.batch > 0, p.length > 0, p.features > 0 else { return }
         _ = blasSingleThreaded
-        if case .simple = p.variant { return runSimple(threads: threads) }
+        if case .simple = p.variant { return try runSimple(threads: threads) }
         try runBanded(threads: threads)
     }
 
     // MARK: - aft_simple
 
-    func runSimple(threads: Int) {
+    /// Row `t` of batch `b` of a [B, T, d] tensor, features c0 ..< c0+width, into `row`.
+    @inline(__always) func load(_ tensor: StridedTensor<E>, _ b: Int, _ t: Int, _ c0: Int, _ width: Int,
+                                into row: UnsafeMutablePointer<T>) {
+        loadRow(tensor.data + (b &* tensor.strides[0] &+ t &* tensor.strides[1] &+ c0 &* tensor.strides[2]),
+                stride: tensor.strides[2], count: width, into: row)
+    }
+
+    /// out[b, t, c0 ..< c0+width] = σ(q[b, t, ·]) · mean[·]; `gate` is scratch.
+    @inline(__always) func storeGated(_ b: Int, _ t: Int, _ c0: Int, _ width: Int, mean: UnsafePointer<T>,
+                                      gate: UnsafeMutablePointer<T>) {
+        load(q, b, t, c0, width, into: gate)
+        for c in 0..<width { gate[c] = -gate[c] }
+        exponentiate(gate, count: width)
+        for c in 0..<width { store(mean[c] / (1 + gate[c]), b, t, c0 &+ c) }
+    }
+
+    func runSimple(threads: Int) throws {
         let blocks = (p.features + Self.featureBlock - 1) / Self.featureBlock
         let tasks = p.batch &* blocks
-        parallelFor(count: tasks, threads: Swift.max(1, Swift.min(threads, tasks))) { task, _ in
+        let workers = Swift.max(1, Swift.min(threads, tasks))
+        let scratch = try PerWorker<T>(workers: workers, count: 6 &* Self.featureBlock)
+        defer { scratch.deallocate() }
+        parallelFor(count: tasks, threads: workers) { task, worker in
             let b = task / blocks, c0 = (task % blocks) &* Self.featureBlock
             let width = Swift.min(Self.featureBlock, self.p.features &- c0)
-            withUnsafeTemporaryAllocation(of: T.self, capacity: 3 &* Self.featureBlock) { buffer in
-                let top = buffer.baseAddress!, numerator = top + Self.featureBlock, denominator = numerator + Self.featureBlock
-                if self.p.causal {
-                    self.simpleCausal(b, c0, width, top, numerator, denominator)
-                } else {
-                    self.simpleWhole(b, c0, width, top, numerator, denominator)
-                }
+            let buffer = scratch[worker]
+            let rows = (0..<6).map { buffer + $0 &* Self.featureBlock }
+            if self.p.causal {
+                self.simpleCausal(b, c0, width, rows)
+            } else {
+                self.simpleWhole(b, c0, width, rows)
             }
         }
     }
 
     /// Every token sees every key: one weighted mean per feature, shifted by its max over tokens.
-    func simpleWhole(_ b: Int, _ c0: Int, _ width: Int, _ top: UnsafeMutablePointer<T>,
-                     _ numerator: UnsafeMutablePointer<T>, _ denominator: UnsafeMutablePointer<T>) {
+    func simpleWhole(_ b: Int, _ c0: Int, _ width: Int, _ rows: [UnsafeMutablePointer<T>]) {
+        let top = rows[0], numerator = rows[1], denominator = rows[2], x = rows[3], values = rows[4]
         top.update(repeating: -T.infinity, count: width)
         for t in 0..<p.length {
-            for c in 0..<width {
-                let x = element(k, b, t, c0 &+ c)
-                if !(x <= top[c]) { top[c] = x }   // NaN propagates
-            }
+            load(k, b, t, c0, width, into: x)
+            for c in 0..<width where !(x[c] <= top[c]) { top[c] = x[c] }   // NaN propagates
         }
+        for c in 0..<width where top[c] == -T.infinity { top[c] = 0 }
         numerator.update(repeating: 0, count: width)
         denominator.update(repeating: 0, count: width)
         for t in 0..<p.length {
+            load(k, b, t, c0, width, into: x)
+            for c in 0..<width { x[c] -= top[c] }
+            exponentiate(x, count: width)
+            load(v, b, t, c0, width, into: values)
             for c in 0..<width {
-                let x = element(k, b, t, c0 &+ c)
-                let e = x == -T.infinity ? 0 : T.exponential(x - top[c])
-                numerator[c] += e * element(v, b, t, c0 &+ c)
-                denominator[c] += e
+                numerator[c] += x[c] * values[c]
+                denominator[c] += x[c]
             }
         }
         for c in 0..<width { numerator[c] = denominator[c] == 0 ? 0 : numerator[c] / denominator[c] }
-        for t in 0..<p.length {
-            for c in 0..<width { store(sigmoid(element(q, b, t, c0 &+ c)) * numerator[c], b, t, c0 &+ c) }
-        }
+        for t in 0..<p.length { storeGated(b, t, c0, width, mean: numerator, gate: x) }
     }
 
     /// Causal: running sums over the prefix, rescaled whenever a feature's max grows.
-    func simpleCausal(_ b: Int, _ c0: Int, _ width: Int, _ top: UnsafeMutablePointer<T>,
-                      _ numerator: UnsafeMutablePointer<T>, _ denominator: UnsafeMutablePointer<T>) {
+    func simpleCausal(_ b: Int, _ c0: Int, _ width: Int, _ rows: [UnsafeMutablePointer<T>]) {
+        let top = rows[0], numerator = rows[1], denominator = rows[2], x = rows[3], values = rows[4]
+        let rescale = rows[5]
         top.update(repeating: -T.infinity, count: width)
         numerator.update(repeating: 0, count: width)
         denominator.update(repeating: 0, count: width)
         for t in 0..<p.length {
+            load(k, b, t, c0, width, into: x)
             for c in 0..<width {
-                let x = element(k, b, t, c0 &+ c)
-                if x > top[c] {
-                    let rescale = top[c] == -T.infinity ? 0 : T.exponential(top[c] - x)
-                    numerator[c] *= rescale
-                    denominator[c] *= rescale
-                    top[c] = x
-                }
-                let e = x == -T.infinity ? 0 : T.exponential(x - top[c])
-                numerator[c] += e * element(v, b, t, c0 &+ c)
-                denominator[c] += e
-                let mean = denominator[c] == 0 ? 0 : numerator[c] / denominator[c]
-                store(sigmoid(element(q, b, t, c0 &+ c)) * mean, b, t, c0 &+ c)
+                let old = top[c], new = x[c] > old ? x[c] : old
+                rescale[c] = old == -T.infinity ? -T.infinity : old - new
+                x[c] = x[c] == -T.infinity ? -T.infinity : x[c] - new
+                top[c] = new
             }
+            exponentiate(rescale, count: width)
+            exponentiate(x, count: width)
+            load(v, b, t, c0, width, into: values)
+            for c in 0..<width {
+                numerator[c] = numerator[c] * rescale[c] + x[c] * values[c]
+                denominator[c] = denominator[c] * rescale[c] + x[c]
+                values[c] = denominator[c] == 0 ? 0 : numerator[c] / denominator[c]
+            }
+            storeGated(b, t, c0, width, mean: values, gate: x)
         }
     }
 
     // MARK: - aft_full and aft_local
 
     struct Scratch {
-        let weights, keys, sums, factors: UnsafeMutablePointer<T>
+        let weights, keys, sums, factors, maxima, gate: UnsafeMutablePointer<T>
         let cached: UnsafeMutablePointer<Int>   // (batch, lo, hi) of the B in `keys`
     }
 
@@ -124,12 +140,15 @@ struct AFTKernel<T: AttentionScalar, E: AttnStorage> {
         let factors = try PerWorker<T>(workers: workers,
                                        count: try checkedProduct(Self.rowBlock &+ p.length, Swift.max(rank, 1), what: "w_u"))
         defer { factors.deallocate() }
+        let rows = try PerWorker<T>(workers: workers, count: try checkedProduct(2, d, what: "q"))
+        defer { rows.deallocate() }
         let cached = try PerWorker<Int>(workers: workers, count: 3)
         defer { cached.deallocate() }
         for worker in 0..<workers { cached[worker].update(repeating: -1, count: 3) }
         parallelFor(count: tasks, threads: workers) { task, worker in
             let scratch = Scratch(weights: weights[worker], keys: keys[worker], sums: sums[worker],
-                                  factors: factors[worker], cached: cached[worker])
+                                  factors: factors[worker], maxima: rows[worker], gate: rows[worker] + d,
+                                  cached: cached[worker])
             self.runBlock(b: task / blocks, t0: (task % blocks) &* Self.rowBlock, rank: rank, scratch: scratch)
         }
     }
@@ -139,7 +158,7 @@ struct AFTKernel<T: AttentionScalar, E: AttnStorage> {
         let range = p.keyRange(t0, rows)
         let n = range.count, lo = range.lowerBound
         if scratch.cached[0] != b || scratch.cached[1] != lo || scratch.cached[2] != range.upperBound {
-            fillKeys(b: b, range: range, into: scratch.keys)
+            fillKeys(b: b, range: range, maxima: scratch.maxima, into: scratch.keys)
             scratch.cached[0] = b; scratch.cached[1] = lo; scratch.cached[2] = range.upperBound
         }
         fillWeights(t0: t0, rows: rows, range: range, rank: rank, scratch: scratch)
@@ -149,34 +168,29 @@ struct AFTKernel<T: AttentionScalar, E: AttnStorage> {
             let t = t0 &+ r, row = scratch.sums + r &* 2 &* d
             for c in 0..<d {
                 let denominator = row[d &+ c]
-                let mean = denominator >= Self.tiny && denominator.isFinite
+                row[c] = denominator >= Self.tiny && denominator.isFinite
                     ? row[c] / denominator : T(exactMean(b: b, t: t, c: c, range: range))
-                store(sigmoid(element(q, b, t, c)) * mean, b, t, c)
             }
+            storeGated(b, t, 0, d, mean: row, gate: scratch.gate)
         }
     }
 
     /// B = [e^(K − m) ⊙ V | e^(K − m)] over the keys in `range`, m the max of K there per feature.
-    func fillKeys(b: Int, range: Range<Int>, into keys: UnsafeMutablePointer<T>) {
-        let d = p.features, n = range.count, lo = range.lowerBound
-        // The max per feature, kept in the denominator half of row 0 until B overwrites it.
-        let maxima = keys + d
+    func fillKeys(b: Int, range: Range<Int>, maxima: UnsafeMutablePointer<T>, into keys: UnsafeMutablePointer<T>) {
+        let d = p.features, lo = range.lowerBound
         maxima.update(repeating: -T.infinity, count: d)
-        for j in 0..<n {
-            for c in 0..<d {
-                let x = element(k, b, lo &+ j, c)
-                if !(x <= maxima[c]) { maxima[c] = x }
-            }
+        for (j, t) in range.enumerated() {
+            let row = keys + j &* 2 &* d
+            load(k, b, t, 0, d, into: row + d)
+            for c in 0..<d where !(row[d &+ c] <= maxima[c]) { maxima[c] = row[d &+ c] }
         }
         for c in 0..<d where maxima[c] == -T.infinity { maxima[c] = 0 }
-        // Row 0 last, since it holds the maxima.
-        for j in stride(from: n &- 1, through: 0, by: -1) {
+        for j in 0..<range.count {
             let row = keys + j &* 2 &* d
-            for c in 0..<d {
-                let e = T.exponential(element(k, b, lo &+ j, c) - maxima[c])
-                row[c] = e * element(v, b, lo &+ j, c)
-                row[d &+ c] = e
-            }
+            for c in 0..<d { row[d &+ c] -= maxima[c] }
+            exponentiate(row + d, count: d)
+            load(v, b, lo &+ j, 0, d, into: row)
+            for c in 0..<d { row[c] *= row[d &+ c] }
         }
     }
 
@@ -213,7 +227,8 @@ struct AFTKernel<T: AttentionScalar, E: AttnStorage> {
                 if !(row[j] <= top) { top = row[j] }
             }
             if top == -T.infinity { top = 0 }
-            for j in 0..<n { row[j] = row[j] == -T.infinity ? 0 : T.exponential(row[j] - top) }
+            for j in 0..<n { row[j] -= top }   // excluded keys stay −inf: e^−inf = 0
+            exponentiate(row, count: n)
         }
     }
 

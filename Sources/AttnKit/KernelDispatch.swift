@@ -142,6 +142,13 @@ public enum KernelDispatch {
         kernels.softmaxRow(row, count: count, keyAllowed: keyAllowed)
     }
 
+    static func expInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) { kernels.expInPlace(x, count: count) }
+
+    static func collectAbove(_ row: UnsafePointer<Float>, count: Int, threshold: Float,
+                             into positions: UnsafeMutablePointer<Int32>) -> Int {
+        kernels.collectAbove(row, count: count, threshold: threshold, into: positions)
+    }
+
     static func centeredAbsMax<E: AttnStorage>(_ source: Strided2D<E>, rows: Range<Int>, mean: UnsafePointer<Float>,
                                                count: Int) -> Float {
         kernels.centeredAbsMax(source, rows: rows, mean: mean, count: count)

@@ -16,9 +16,10 @@ import Glibc
 /// (both as torch.topk). Causal is top-left (key j for query i iff j <= i). A query with
 /// fewer than topK allowed keys keeps them all; one with none gets 0.
 ///
-/// The kernel streams the keys in tiles of `keyTile` and keeps a running top-k per query
-/// (a min-heap whose root is the worst kept key): a score at or below the root is
-/// rejected with one compare, and no row of scores longer than a tile is ever stored.
+/// The kernel streams the keys in tiles and keeps a running top-k per query: a min-heap of
+/// the kept keys whose root, the worst of them, is the threshold. A vector scan rejects every
+/// score at or below it; a better one replaces the root and sinks. No row of scores longer
+/// than a tile is stored.
 public struct SparseTopKAttention {
     public var topK: Int
     public var causal: Bool
@@ -73,20 +74,48 @@ public struct SparseTopKAttention {
     }
 }
 
+/// One kept key: its rank (the score, NaN ranked as +inf, −0 as +0), its score and its index.
+/// For fp32, `order` packs (rank, −key) into one integer that sorts as the pair, so the heap
+/// compares with one integer compare instead of two data-dependent branches.
+struct TopKCandidate<T: AttentionScalar> {
+    var rank: T
+    var score: T
+    var key: Int
+    var order: UInt64
+
+    @inline(__always) init(score: T, key: Int) {
+        let rank = score.isNaN ? T.infinity : score + 0
+        self.rank = rank; self.score = score; self.key = key
+        if T.self == Float.self {
+            let bits = unsafeBitCast(Float(rank), to: UInt32.self)
+            let sortable = bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
+            order = UInt64(sortable) << 32 | UInt64(~UInt32(truncatingIfNeeded: key))
+        } else {
+            order = 0
+        }
+    }
+}
+
 /// The tiled kernel for one validated call; T is the compute type (Float, or Double for f64).
 struct SparseTopKKernel<T: AttentionScalar, E: AttnStorage> {
-    static var rowBlock: Int { 32 }
-    static var keyTile: Int { 256 }
+    static var rowBlock: Int { 128 }
+    static var keyTile: Int { 512 }
 
     let p: SparseTopKAttention.Problem
     let q, k, v: StridedTensor<E>
     let keyMask: StridedTensor<UInt8>?
     let out: MutableStridedTensor<E>
 
+    /// Keys kept per query row.
+    var capacity: Int { p.topK }
+
     struct Scratch {
-        let queries, keys, scores, rank, raw, accumulator: UnsafeMutablePointer<T>
-        let index: UnsafeMutablePointer<Int>
+        let queries, keys, scores, accumulator, thresholds: UnsafeMutablePointer<T>
+        let candidates: UnsafeMutablePointer<TopKCandidate<T>>
+        /// Per row: how many keys the heap holds.
         let count: UnsafeMutablePointer<Int>
+        /// The positions a tile's vector scan found.
+        let positions: UnsafeMutablePointer<Int32>
     }
 
     func run(threads: Int) throws {
@@ -96,29 +125,28 @@ struct SparseTopKKernel<T: AttentionScalar, E: AttnStorage> {
         guard tasks > 0, s.valueDim > 0 || s.seqK > 0 else { return }
         _ = blasSingleThreaded
         let workers = Swift.max(1, Swift.min(threads, tasks))
-        let heapCount = try checkedProduct(Self.rowBlock, p.topK, what: "k")
         let queries = try PerWorker<T>(workers: workers, count: try checkedProduct(Self.rowBlock, s.dim, what: "q"))
         defer { queries.deallocate() }
         let keys = try PerWorker<T>(workers: workers, count: try checkedProduct(Self.keyTile, s.dim, what: "k"))
         defer { keys.deallocate() }
         let scores = try PerWorker<T>(workers: workers, count: Self.rowBlock * Self.keyTile)
         defer { scores.deallocate() }
-        let rank = try PerWorker<T>(workers: workers, count: heapCount)
-        defer { rank.deallocate() }
-        let raw = try PerWorker<T>(workers: workers, count: heapCount)
-        defer { raw.deallocate() }
-        let index = try PerWorker<Int>(workers: workers, count: heapCount)
-        defer { index.deallocate() }
-        let count = try PerWorker<Int>(workers: workers, count: Self.rowBlock)
-        defer { count.deallocate() }
-        let accumulator = try PerWorker<T>(workers: workers, count: Swift.max(s.valueDim, 1))
-        defer { accumulator.deallocate() }
+        let candidates = try PerWorker<TopKCandidate<T>>(workers: workers,
+                                                         count: try checkedProduct(Self.rowBlock, capacity, what: "top_k"))
+        defer { candidates.deallocate() }
+        let rowState = try PerWorker<Int>(workers: workers, count: Self.rowBlock)
+        defer { rowState.deallocate() }
+        let positions = try PerWorker<Int32>(workers: workers, count: Self.keyTile)
+        defer { positions.deallocate() }
+        let vectors = try PerWorker<T>(workers: workers, count: Swift.max(s.valueDim, 1) &+ Self.rowBlock)
+        defer { vectors.deallocate() }
 
         parallelFor(count: tasks, threads: workers) { task, worker in
             let block = task % blocks, head = (task / blocks) % s.headsQ, batch = task / blocks / s.headsQ
             let scratch = Scratch(queries: queries[worker], keys: keys[worker], scores: scores[worker],
-                                  rank: rank[worker], raw: raw[worker], accumulator: accumulator[worker],
-                                  index: index[worker], count: count[worker])
+                                  accumulator: vectors[worker], thresholds: vectors[worker] + Swift.max(s.valueDim, 1),
+                                  candidates: candidates[worker], count: rowState[worker],
+                                  positions: positions[worker])
             self.runBlock(batch: batch, head: head, rowStart: block * Self.rowBlock, scratch: scratch)
         }
     }
@@ -152,107 +180,104 @@ struct SparseTopKKernel<T: AttentionScalar, E: AttnStorage> {
             for r in 0..<rows {
                 let limit = p.causal ? Swift.min(n, rowStart + r + 1 - tileStart) : n
                 if limit > 0 {
-                    offer(row: scratch.scores + r &* n, count: limit, firstKey: tileStart, mask: mask,
-                          heap: r, scratch: scratch)
+                    offer(row: scratch.scores + r &* n, count: limit, firstKey: tileStart, mask: mask, slot: r,
+                          scratch: scratch)
                 }
             }
             tileStart += n
         }
-        for r in 0..<rows { finish(batch: batch, head: head, kvHead: kvHead, query: rowStart + r, heap: r, scratch: scratch) }
+        for r in 0..<rows { finish(batch: batch, head: head, kvHead: kvHead, query: rowStart + r, slot: r, scratch: scratch) }
     }
 
-    /// Offers keys firstKey ..< firstKey+count, whose scores are `row`, to heap `heap`.
+    /// Offers keys firstKey ..< firstKey+count, whose scores are `row`, to the heap of row `slot`.
     @inline(__always)
     func offer(row: UnsafeMutablePointer<T>, count: Int, firstKey: Int,
-               mask: (UnsafePointer<UInt8>, Int)?, heap: Int, scratch: Scratch) {
-        let capacity = p.topK
-        let rank = scratch.rank + heap &* capacity, raw = scratch.raw + heap &* capacity
-        let index = scratch.index + heap &* capacity
-        var size = scratch.count[heap]
+               mask: (UnsafePointer<UInt8>, Int)?, slot: Int, scratch: Scratch) {
+        let heap = scratch.candidates + slot &* capacity
+        var size = scratch.count[slot]
         var j = 0
-        // Filling: every allowed key enters until the heap holds topK.
+        // Filling: every allowed key enters (even one scored −inf) until the heap holds topK.
         while j < count && size < capacity {
-            if mask.map({ $0.0[(firstKey &+ j) &* $0.1] != 0 }) ?? true {
-                push(rank: rank, raw: raw, index: index, size: size, score: row[j], key: firstKey &+ j)
-                size += 1
+            let key = firstKey &+ j
+            if mask.map({ $0.0[key &* $0.1] != 0 }) ?? true {
+                let score = row[j]
+                Self.push(heap, size: size, TopKCandidate(score: score, key: key))
+                size &+= 1
             }
-            j += 1
+            j &+= 1
         }
-        scratch.count[heap] = size
+        scratch.count[slot] = size
         guard size == capacity else { return }
-        var threshold = rank[0]
-        while j < count {
-            let score = row[j]
-            // Later keys lose ties, so only a strictly better score (or NaN, which ranks first) enters.
-            if !(score <= threshold) {
-                let key = firstKey &+ j
-                let ranked = score.isNaN ? T.infinity : score
-                if ranked > threshold && (mask.map { $0.0[key &* $0.1] != 0 } ?? true) {
-                    replaceRoot(rank: rank, raw: raw, index: index, size: size, rank: ranked, score: score, key: key)
-                    threshold = rank[0]
-                }
+        // The vector scan finds the scores above the root as it stands at the tile's start; each is
+        // checked again against the root as it rises. Later keys lose ties, so only a strictly
+        // better score (or NaN, which ranks first) enters.
+        let found = collectAbove(UnsafePointer(row + j), count: count &- j, threshold: heap[0].rank,
+                                 into: scratch.positions)
+        for i in 0..<found {
+            let at = j &+ Int(scratch.positions[i]), key = firstKey &+ at
+            let entry = TopKCandidate(score: row[at], key: key)
+            if entry.rank > heap[0].rank && (mask.map { $0.0[key &* $0.1] != 0 } ?? true) {
+                Self.replaceRoot(heap, size: size, entry)
             }
-            j += 1
         }
     }
 
-    /// Heap order: `a` is worse than `b` (nearer the root).
-    @inline(__always) static func worse(_ ra: T, _ ia: Int, _ rb: T, _ ib: Int) -> Bool {
-        ra < rb || (ra == rb && ia > ib)
+    /// `a` ranks after `b` (nearer the heap's root): a lower score, or the same and a higher key.
+    @inline(__always) static func worse(_ a: TopKCandidate<T>, _ b: TopKCandidate<T>) -> Bool {
+        if T.self == Float.self { return a.order < b.order }
+        return (a.rank < b.rank) || (a.rank == b.rank && a.key > b.key)
     }
 
     @inline(__always)
-    func push(rank: UnsafeMutablePointer<T>, raw: UnsafeMutablePointer<T>, index: UnsafeMutablePointer<Int>,
-              size: Int, score: T, key: Int) {
-        let ranked = score.isNaN ? T.infinity : score
+    static func push(_ heap: UnsafeMutablePointer<TopKCandidate<T>>, size: Int, _ entry: TopKCandidate<T>) {
         var child = size
         while child > 0 {
-            let parent = (child - 1) / 2
-            guard Self.worse(ranked, key, rank[parent], index[parent]) else { break }
-            rank[child] = rank[parent]; raw[child] = raw[parent]; index[child] = index[parent]
+            let parent = (child &- 1) >> 1
+            guard worse(entry, heap[parent]) else { break }
+            heap[child] = heap[parent]
             child = parent
         }
-        rank[child] = ranked; raw[child] = score; index[child] = key
+        heap[child] = entry
     }
 
+    /// Replaces the root (the worst kept key) by a better entry and lets it sink.
     @inline(__always)
-    func replaceRoot(rank: UnsafeMutablePointer<T>, raw: UnsafeMutablePointer<T>, index: UnsafeMutablePointer<Int>,
-                     size: Int, rank ranked: T, score: T, key: Int) {
+    static func replaceRoot(_ heap: UnsafeMutablePointer<TopKCandidate<T>>, size: Int, _ entry: TopKCandidate<T>) {
         var parent = 0
         while true {
-            var child = 2 &* parent &+ 1
-            if child >= size { break }
-            if child &+ 1 < size && Self.worse(rank[child &+ 1], index[child &+ 1], rank[child], index[child]) {
-                child &+= 1
-            }
-            guard Self.worse(rank[child], index[child], ranked, key) else { break }
-            rank[parent] = rank[child]; raw[parent] = raw[child]; index[parent] = index[child]
+            let left = 2 &* parent &+ 1
+            if left >= size { break }
+            // The worse child, chosen without a branch on the data (setcc and add).
+            var child = left
+            if left &+ 1 < size { child &+= worse(heap[left &+ 1], heap[left]) ? 1 : 0 }
+            guard worse(heap[child], entry) else { break }
+            heap[parent] = heap[child]
             parent = child
         }
-        rank[parent] = ranked; raw[parent] = score; index[parent] = key
+        heap[parent] = entry
     }
 
     /// Softmax over the kept scores and the weighted sum of their values, into out.
-    func finish(batch: Int, head: Int, kvHead: Int, query: Int, heap: Int, scratch: Scratch) {
+    func finish(batch: Int, head: Int, kvHead: Int, query: Int, slot: Int, scratch: Scratch) {
         let s = p.shape
-        let size = scratch.count[heap]
-        let raw = scratch.raw + heap &* p.topK, index = scratch.index + heap &* p.topK
+        let buffer = scratch.candidates + slot &* capacity
+        let size = scratch.count[slot]
         let accumulator = scratch.accumulator
         accumulator.update(repeating: 0, count: s.valueDim)
         if size > 0 {
             var rowMax = -T.infinity
-            for i in 0..<size where !(raw[i] <= rowMax) { rowMax = raw[i] }   // NaN makes the row NaN
+            for i in 0..<size where !(buffer[i].score <= rowMax) { rowMax = buffer[i].score }   // NaN makes the row NaN
             if rowMax == -T.infinity { rowMax = 0 }
             var sum: T = 0
-            let values = headMatrix(v, batch, kvHead)
             for i in 0..<size {
-                let weight = T.exponential(raw[i] - rowMax)
-                raw[i] = weight
+                let weight = T.exponential(buffer[i].score - rowMax)
+                buffer[i].rank = weight
                 sum += weight
             }
+            let values = headMatrix(v, batch, kvHead)
             for i in 0..<size {
-                let weight = raw[i] / sum
-                let row = values.pointer(index[i], 0)
+                let weight = buffer[i].rank / sum
+                let row = values.pointer(buffer[i].key, 0)
                 for c in 0..<s.valueDim {
                     accumulator[c] += weight * toCompute(row[c &* values.colStride], as: T.self)
                 }

@@ -83,3 +83,39 @@ func resolveScale(_ scale: Double?, dim: Int, fp32: Bool) throws -> Double {
     }
     return scale
 }
+
+/// x[i] = e^x[i] for i < count: the kernel tier's vector exp for fp32 (about 1.4 ulp, results
+/// below e^−87.33 flushed to 0), libm for fp64.
+@inline(__always) func exponentiate<T: AttentionScalar>(_ x: UnsafeMutablePointer<T>, count: Int) {
+    if T.self == Float.self {
+        KernelDispatch.expInPlace(UnsafeMutableRawPointer(x).assumingMemoryBound(to: Float.self), count: count)
+    } else {
+        for i in 0..<count { x[i] = T.exponential(x[i]) }
+    }
+}
+
+/// Writes the j < count with !(row[j] <= threshold) (larger, or NaN) to positions in order and
+/// returns how many: the kernel tier's vector scan for fp32.
+@inline(__always) func collectAbove<T: AttentionScalar>(_ row: UnsafePointer<T>, count: Int, threshold: T,
+                                                       into positions: UnsafeMutablePointer<Int32>) -> Int {
+    if T.self == Float.self {
+        return KernelDispatch.collectAbove(UnsafeRawPointer(row).assumingMemoryBound(to: Float.self), count: count,
+                                           threshold: Float(threshold), into: positions)
+    }
+    var found = 0
+    for j in 0..<count where !(row[j] <= threshold) {
+        positions[found] = Int32(truncatingIfNeeded: j)
+        found &+= 1
+    }
+    return found
+}
+
+/// row[c] = element c of a strided vector, converted to the compute type.
+@inline(__always) func loadRow<E: AttnStorage, T: AttentionScalar>(_ base: UnsafePointer<E>, stride: Int, count: Int,
+                                                                  into row: UnsafeMutablePointer<T>) {
+    if stride == 1 {
+        for c in 0..<count { row[c] = toCompute(base[c], as: T.self) }
+    } else {
+        for c in 0..<count { row[c] = toCompute(base[c &* stride], as: T.self) }
+    }
+}

@@ -37,6 +37,13 @@ package protocol KernelSet {
 
     // Kernel pieces the tests check against plain twins, per tier.
 
+    /// x[i] = e^x[i] for i < count, with fastExp (about 1.4 ulp; below e^−87.33 flushed to 0).
+    static func expInPlace(_ x: UnsafeMutablePointer<Float>, count: Int)
+    /// Writes the j < count with !(row[j] <= threshold) (a larger score, or NaN) to positions, in
+    /// order, and returns how many there are (positions holds count entries).
+    static func collectAbove(_ row: UnsafePointer<Float>, count: Int, threshold: Float,
+                             into positions: UnsafeMutablePointer<Int32>) -> Int
+
     /// The vectorized e^x of this build (fastExp).
     static func exp16(_ x: SIMD16<Float>) -> SIMD16<Float>
     /// The online softmax's e^x for x <= 0 or NaN (softmaxExp).

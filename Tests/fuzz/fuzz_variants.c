@@ -189,6 +189,19 @@ static void check_reference(const variant_call *c) {
     else check_linformer(c);
 }
 
+static const variant_call *described;
+
+static void describe(void) {
+    const variant_call *c = described;
+    static const char *names[] = {"sparse_topk", "aft", "linformer"};
+    fprintf(stderr, "  %s: dtype %d B %lld Hq %lld Hk %lld Sq %lld Sk %lld D %lld Dv %lld; top_k %lld mask %d; "
+                    "aft variant %d causal %d outside %d context %lld w %d low rank %d; kp %lld\n",
+            names[c->entry], c->dtype, (long long)c->batch, (long long)c->heads_q, (long long)c->heads_k,
+            (long long)c->seq_q, (long long)c->seq_k, (long long)c->dim, (long long)c->value_dim,
+            (long long)c->sparse.top_k, c->has_mask, c->aft.variant, c->aft.causal, c->aft.outside,
+            (long long)c->aft.local_context, c->has_w, c->has_low_rank, (long long)c->projected);
+}
+
 static attn_status call_variant(variant_call *c) {
     if (c->entry == SPARSE)
         return attn_sparse_topk_forward(&c->sparse, &c->q, &c->k, &c->v, c->has_mask ? &c->mask : NULL, &c->out);
@@ -271,6 +284,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(&c, 0, sizeof c);
     fz_broken = "";
     fz_no_reference = 0;
+    described = &c;
+    fz_describe = describe;
 
     c.entry = (int)fz_pick(&in, 3);
     c.dtype = fz_float_dtypes[fz_pick(&in, 4)];
@@ -299,7 +314,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         must_reject = 1; break;
     case 5:
         if (c.entry == LINFORMER) { fz_corrupt_tensor(&in, &c.e); must_reject = 1; }
-        else if (c.entry == AFT && c.has_w) { fz_corrupt_tensor(&in, &c.w); must_reject = 1; }
+        /* (an empty w_bias with a huge extent would still be a valid empty tensor) */
+        else if (c.entry == AFT && c.has_w && c.w.shape[0] > 0 && c.w.shape[1] > 0) { fz_corrupt_tensor(&in, &c.w); must_reject = 1; }
         else if (c.entry == AFT && c.aft.variant == ATTN_AFT_SIMPLE) { c.aft.causal = 2; fz_broken = "causal"; must_reject = 1; }
         else if (c.entry == SPARSE) { c.sparse.mask_mode = 2 + (int32_t)fz_pick(&in, 5); fz_broken = "mask_mode"; must_reject = 1; }
         break;

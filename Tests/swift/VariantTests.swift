@@ -72,7 +72,7 @@ final class VariantTests: XCTestCase {
 
     func testSparseTopKMatchesTwin() throws {
         var seed: UInt64 = 1
-        for (seq, topK) in [((1, 1), 1), ((7, 7), 3), ((33, 300), 17), ((65, 513), 64), ((17, 17), 17)] {
+        for (seq, topK) in [((1, 1), 1), ((7, 7), 3), ((33, 300), 17), ((65, 513), 64), ((17, 17), 17), ((130, 1100), 40)] {
             for causal in [false, true] where !causal || seq.0 == seq.1 {
                 for masked in [false, true] {
                     try sparse(Float.self, batch: 2, heads: (4, 2), seq: seq, dim: 11, topK: topK, causal: causal,

@@ -1,0 +1,1 @@
+../AttnKitKernels/VariantKernels.swift
