@@ -17,10 +17,6 @@ struct AFTKernel<T: AttentionScalar, E: AttnStorage> {
     let bias: AFTAttention.PositionBias<E>
     let out: MutableStridedTensor<E>
 
-    @inline(__always) func store(_ value: T, _ b: Int, _ t: Int, _ c: Int) {
-        out.data[b &* out.strides[0] &+ t &* out.strides[1] &+ c &* out.strides[2]] = toStorage(value, as: E.self)
-    }
-
     func run(threads: Int) throws {
         guard p.batch > 0, p.length > 0, p.features > 0 else { return }
         _ = blasSingleThreaded
@@ -43,7 +39,10 @@ struct AFTKernel<T: AttentionScalar, E: AttnStorage> {
         load(q, b, t, c0, width, into: gate)
         for c in 0..<width { gate[c] = -gate[c] }
         exponentiate(gate, count: width)
-        for c in 0..<width { store(mean[c] / (1 + gate[c]), b, t, c0 &+ c) }
+        for c in 0..<width { gate[c] = mean[c] / (1 + gate[c]) }
+        storeRow(UnsafePointer(gate), count: width,
+                 into: out.data + (b &* out.strides[0] &+ t &* out.strides[1] &+ c0 &* out.strides[2]),
+                 stride: out.strides[2])
     }
 
     func runSimple(threads: Int) throws {
@@ -71,7 +70,8 @@ struct AFTKernel<T: AttentionScalar, E: AttnStorage> {
         top.update(repeating: -T.infinity, count: width)
         for t in 0..<p.length {
             load(k, b, t, c0, width, into: x)
-            for c in 0..<width where !(x[c] <= top[c]) { top[c] = x[c] }   // NaN propagates
+            // A NaN is skipped here and reaches the output through its own e^(NaN − m).
+            for c in 0..<width { top[c] = x[c] > top[c] ? x[c] : top[c] }
         }
         for c in 0..<width where top[c] == -T.infinity { top[c] = 0 }
         numerator.update(repeating: 0, count: width)
@@ -182,7 +182,7 @@ struct AFTKernel<T: AttentionScalar, E: AttnStorage> {
         for (j, t) in range.enumerated() {
             let row = keys + j &* 2 &* d
             load(k, b, t, 0, d, into: row + d)
-            for c in 0..<d where !(row[d &+ c] <= maxima[c]) { maxima[c] = row[d &+ c] }
+            for c in 0..<d { maxima[c] = row[d &+ c] > maxima[c] ? row[d &+ c] : maxima[c] }   // NaN: via its own exp
         }
         for c in 0..<d where maxima[c] == -T.infinity { maxima[c] = 0 }
         for j in 0..<range.count {

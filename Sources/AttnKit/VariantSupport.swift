@@ -113,9 +113,21 @@ func resolveScale(_ scale: Double?, dim: Int, fp32: Bool) throws -> Double {
 /// row[c] = element c of a strided vector, converted to the compute type.
 @inline(__always) func loadRow<E: AttnStorage, T: AttentionScalar>(_ base: UnsafePointer<E>, stride: Int, count: Int,
                                                                   into row: UnsafeMutablePointer<T>) {
-    if stride == 1 {
+    if stride == 1 && E.self == T.self {
+        row.update(from: UnsafeRawPointer(base).assumingMemoryBound(to: T.self), count: count)
+    } else if stride == 1 {
         for c in 0..<count { row[c] = toCompute(base[c], as: T.self) }
     } else {
         for c in 0..<count { row[c] = toCompute(base[c &* stride], as: T.self) }
+    }
+}
+
+/// Element c of a strided vector = row[c], converted to the storage type.
+@inline(__always) func storeRow<E: AttnStorage, T: AttentionScalar>(_ row: UnsafePointer<T>, count: Int,
+                                                                   into base: UnsafeMutablePointer<E>, stride: Int) {
+    if stride == 1 && E.self == T.self {
+        UnsafeMutableRawPointer(base).assumingMemoryBound(to: T.self).update(from: row, count: count)
+    } else {
+        for c in 0..<count { base[c &* stride] = toStorage(row[c], as: E.self) }
     }
 }

@@ -1,7 +1,7 @@
 # Type stubs for attnkit's public API. numpy in gives numpy out, torch in gives torch out: the
 # array type of the first tensor argument is the type of the result. Shapes, dtypes and rules
 # are in each function's docstring (help(attnkit.<name>)) and in docs/semantics.md.
-from typing import Literal, Optional, Sequence, Tuple, TypeVar, Union, overload
+from typing import Any, Literal, Optional, Sequence, Tuple, TypeVar, Union, overload
 
 import numpy as np
 import torch
@@ -112,6 +112,18 @@ def flash_attn_varlen_int8_func(q_int8: Array, q_scale: Array, k_int8: Array, k_
 
 def sliding_window_attention(q: Array, k: Array, v: Array, window: int, causal: bool = ...,
                              softmax_scale: Optional[float] = ...) -> Array: ...
+
+# ---- the attention guide's variants (docs/semantics.md §9); forward only ----
+def sparse_top_k_attention(query: Array, key: Array, value: Array, k: int, num_chunks: int = ..., *,
+                           causal: bool = ..., mask: Optional[Array] = ...,
+                           softmax_scale: Optional[float] = ...) -> Array: ...
+def aft_full(q: Array, k: Array, v: Array, w_bias: Union[Array, Tuple[Array, Array]], *,
+             causal: bool = ...) -> Array: ...
+def aft_local(q: Array, k: Array, v: Array, w_bias: Union[Array, Tuple[Array, Array]], local_context: int,
+              outside: Literal["exclude", "zero_bias"] = ..., *, causal: bool = ...) -> Array: ...
+def aft_simple(q: Array, k: Array, v: Array, *, causal: bool = ...) -> Array: ...
+def linformer_attention(q: Array, k: Array, v: Array, proj_e: Any, proj_f: Any, bias_e: Optional[Array] = ...,
+                        bias_f: Optional[Array] = ..., *, softmax_scale: Optional[float] = ...) -> Array: ...
 
 # ---- decoding with a KV cache, and merging partial results ----
 @overload
