@@ -332,6 +332,29 @@ attn_status attn_flash_varlen_backward(const attn_flash_params *params, const at
                                        const attn_tensor *out, const attn_tensor *softmax_lse,
                                        const attn_tensor *dq, const attn_tensor *dk, const attn_tensor *dv);
 
+/* ---- Flash attention on a block of a longer sequence (ring attention) ----
+ * attn_flash_forward and attn_flash_backward with the query/key alignment
+ * given instead of bottom-right: key j is aligned with query i iff
+ * j == i + diagonal, where diagonal is q's first position minus k's first
+ * position in the whole sequence. Every Sk - Sq in the rules above becomes
+ * diagonal: causal allows j <= i + diagonal, the window i + diagonal -
+ * window_left <= j <= i + diagonal + window_right, ALiBi adds
+ * -slope*|i + diagonal - j|. A row with no allowed key in the block gives out 0
+ * and lse +inf (the backward's lse must be the forward's, or a merged lse over
+ * all blocks). |diagonal| <= 2^30, else ATTN_ERR_INVALID_ARGUMENT naming
+ * diagonal. Everything else is the fixed-length calls' (params, shapes,
+ * dtypes, GQA, determinism). */
+attn_status attn_flash_block_forward(const attn_flash_params *params, int64_t diagonal,
+                                     const attn_tensor *q, const attn_tensor *k, const attn_tensor *v,
+                                     const attn_tensor *alibi_slopes,
+                                     const attn_tensor *out, const attn_tensor *softmax_lse);
+attn_status attn_flash_block_backward(const attn_flash_params *params, int64_t diagonal,
+                                      const attn_tensor *dout,
+                                      const attn_tensor *q, const attn_tensor *k, const attn_tensor *v,
+                                      const attn_tensor *alibi_slopes,
+                                      const attn_tensor *out, const attn_tensor *softmax_lse,
+                                      const attn_tensor *dq, const attn_tensor *dk, const attn_tensor *dv);
+
 /* ---- int8 scaled dot-product attention (SageAttention-style) ----
  * attn_sdpa_forward's shapes, masks, causal and GQA rules (no dropout), with
  * Q and K quantized on the fly to symmetric int8 (scale = absmax/127 per

@@ -23,6 +23,11 @@ public struct FlashAttention {
     public var seed: UInt64
     /// QKᵀ in int8 (SageAttention-style, as Int8ScaledDotProductAttention); nil: fp32.
     public var int8: Int8QK?
+    /// nil: flash-attn's bottom-right alignment, the key aligned with query i is
+    /// i + Sk − Sq in each sequence. Set: it is i + diagonal in every sequence, for
+    /// a block of a longer sequence (q's first position minus k's first position),
+    /// in every mask and ALiBi rule. |diagonal| <= 2^30.
+    public var diagonal: Int? = nil
 
     public struct Int8QK {
         public var qkQuant: QKQuantization
@@ -140,7 +145,7 @@ public struct FlashAttention {
             let queries = sequencesQ.length(sequence), keys = sequencesK.length(sequence)
             for head in 0..<geometry.queryHeads {
                 units.append(geometry.unit(q: q, k: k, v: v, out: out, batchOffset: (rowStart, keyStart, rowStart),
-                                           head: head, queries: queries, keys: keys,
+                                           head: head, queries: queries, keys: keys, diagonal: diagonal,
                                            lse: lse.map { ($0.data + (head * $0.strides[0] + rowStart * $0.strides[1]), $0.strides[1]) },
                                            slope: try slopes[sequence, head], stream: UInt64(units.count)))
             }
@@ -198,7 +203,7 @@ public struct FlashAttention {
         for b in 0..<batch {
             for head in 0..<geometry.queryHeads {
                 units.append(geometry.unit(q: q, k: k, v: v, out: out, batchOffset: (0, 0, 0), batchIndex: b,
-                                           head: head, queries: seqQ, keys: seqK,
+                                           head: head, queries: seqQ, keys: seqK, diagonal: diagonal,
                                            lse: lse.map { ($0.data + (b * $0.strides[0] + head * $0.strides[1]), $0.strides[2]) },
                                            slope: try slopes[b, head], stream: UInt64(units.count)))
             }
@@ -252,6 +257,9 @@ public struct FlashAttention {
         }
         guard windowLeft >= -1, windowRight >= -1 else {
             throw AttnError.invalidArgument(argument: "window_size", rule: "entries must be >= -1, got (\(windowLeft), \(windowRight))")
+        }
+        if let diagonal, diagonal.magnitude > 1 << 30 {
+            throw AttnError.invalidArgument(argument: "diagonal", rule: "must be within [-2^30, 2^30], got \(diagonal)")
         }
         let scale = softmaxScale ?? 1 / Double(headDim).squareRoot()
         try AttentionOptions.validateScale(scale, argument: "softmax_scale", computesInFloat: computesInFloat)
@@ -330,7 +338,7 @@ public struct FlashAttention {
         /// The unit for (batchIndex, head): rows start at `batchOffset` (q, k, out rows,
         /// varlen) or at `batchIndex` along axis 0 (batched).
         func unit<E>(q: StridedTensor<E>, k: StridedTensor<E>, v: StridedTensor<E>, out: MutableStridedTensor<E>,
-                     batchOffset: (q: Int, k: Int, out: Int), batchIndex: Int = 0, head: Int, queries: Int, keys: Int,
+                     batchOffset: (q: Int, k: Int, out: Int), batchIndex: Int = 0, head: Int, queries: Int, keys: Int, diagonal: Int?,
                      lse: (UnsafeMutablePointer<Float>, Int)?, slope: Float, stream: UInt64) -> AttentionUnit<E> {
             let kvHead = head / (queryHeads / keyHeads)
             let s = sequenceAxis, h = headAxis, d = dimAxis
@@ -352,7 +360,7 @@ public struct FlashAttention {
                                         ?? UnsafeMutablePointer(mutating: fallback),
                                       rowStride: out.strides[s], colStride: out.strides[d]),
                 lse: lse?.0, lseStride: lse?.1 ?? 0, queries: queries, keys: keys, mask: .none,
-                alibiSlope: slope, diagonal: keys - queries, dropoutStream: stream)
+                alibiSlope: slope, diagonal: diagonal ?? keys - queries, dropoutStream: stream)
         }
     }
 

@@ -19,7 +19,8 @@ private struct GradientOperands {
 /// The operands both flash backward entries share, checked and converted, in
 /// argument order (params, then the forward's tensors, then the gradients).
 private struct FlashBackwardOperands {
-    let attention: FlashAttention, params: attn_flash_params
+    var attention: FlashAttention
+    let params: attn_flash_params
     let query: Descriptor, key: Descriptor, value: Descriptor, output: Descriptor
     let slopes: Descriptor?, lse: Descriptor
     let gradients: GradientOperands
@@ -88,16 +89,29 @@ public func attn_flash_backward(
     _ dq: UnsafePointer<attn_tensor>?, _ dk: UnsafePointer<attn_tensor>?, _ dv: UnsafePointer<attn_tensor>?
 ) -> attn_status {
     withStatus("attn_flash_backward") {
-        let o = try FlashBackwardOperands(params, dout, q, k, v, alibiSlopes, out, softmaxLse, dq, dk, dv)
-        func run<E: AttnStorage>(_: E.Type) throws {
-            let g = o.gradients
-            try o.attention.batchedBackward(dOut: g.dOut.view(E.self), q: o.query.view(E.self), k: o.key.view(E.self),
-                                            v: o.value.view(E.self), out: o.output.view(E.self), lse: o.lse.view(Float.self),
-                                            alibiSlopes: o.slopes?.view(Float.self), dQ: g.dQ.mutableView(E.self),
-                                            dK: g.dK.mutableView(E.self), dV: g.dV.mutableView(E.self))
-        }
-        try withStorage(o.query.dtype) { try run($0) }
+        try flashBatchedBackward(params, dout, q, k, v, alibiSlopes, out, softmaxLse, dq, dk, dv)
     }
+}
+
+/// The fixed-length backward; `diagonal` replaces Sk − Sq in the masks when
+/// given (attn_flash_block_backward).
+func flashBatchedBackward(
+    _ params: UnsafePointer<attn_flash_params>?, _ dout: UnsafePointer<attn_tensor>?,
+    _ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
+    _ alibiSlopes: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?, _ softmaxLse: UnsafePointer<attn_tensor>?,
+    _ dq: UnsafePointer<attn_tensor>?, _ dk: UnsafePointer<attn_tensor>?, _ dv: UnsafePointer<attn_tensor>?,
+    diagonal: Int? = nil
+) throws {
+    var o = try FlashBackwardOperands(params, dout, q, k, v, alibiSlopes, out, softmaxLse, dq, dk, dv)
+    o.attention.diagonal = diagonal
+    func run<E: AttnStorage>(_: E.Type) throws {
+        let g = o.gradients
+        try o.attention.batchedBackward(dOut: g.dOut.view(E.self), q: o.query.view(E.self), k: o.key.view(E.self),
+                                        v: o.value.view(E.self), out: o.output.view(E.self), lse: o.lse.view(Float.self),
+                                        alibiSlopes: o.slopes?.view(Float.self), dQ: g.dQ.mutableView(E.self),
+                                        dK: g.dK.mutableView(E.self), dV: g.dV.mutableView(E.self))
+    }
+    try withStorage(o.query.dtype) { try run($0) }
 }
 
 @_cdecl("attn_flash_varlen_backward")

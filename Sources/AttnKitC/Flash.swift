@@ -49,7 +49,8 @@ func boundaries(_ name: String, _ tensor: UnsafePointer<attn_tensor>?) throws ->
 
 /// The operands both flash forwards share, checked and converted.
 private struct FlashOperands {
-    let attention: FlashAttention, params: attn_flash_params
+    var attention: FlashAttention
+    let params: attn_flash_params
     let query: Descriptor, key: Descriptor, value: Descriptor, output: Descriptor
     let slopes: Descriptor?, lse: Descriptor?, sDmask: Descriptor?
 
@@ -87,14 +88,16 @@ private func flashVarlen(
     try withStorage(o.query.dtype) { try run($0) }
 }
 
-/// The fixed-length forward, writing S_dmask too when `sDmask` is given.
-private func flashBatched(
+/// The fixed-length forward, writing S_dmask too when `sDmask` is given;
+/// `diagonal` replaces Sk − Sq in the masks when given (attn_flash_block_forward).
+func flashBatched(
     _ params: UnsafePointer<attn_flash_params>?,
     _ q: UnsafePointer<attn_tensor>?, _ k: UnsafePointer<attn_tensor>?, _ v: UnsafePointer<attn_tensor>?,
     _ alibiSlopes: UnsafePointer<attn_tensor>?, _ out: UnsafePointer<attn_tensor>?, _ softmaxLse: UnsafePointer<attn_tensor>?,
-    sDmask: Descriptor?
+    sDmask: Descriptor?, diagonal: Int? = nil
 ) throws {
-    let o = try FlashOperands(params, q, k, v, alibiSlopes, out, softmaxLse, sDmask: sDmask)
+    var o = try FlashOperands(params, q, k, v, alibiSlopes, out, softmaxLse, sDmask: sDmask)
+    o.attention.diagonal = diagonal
     func run<E: AttnStorage>(_: E.Type) throws {
         try o.attention.batched(q: o.query.view(E.self), k: o.key.view(E.self), v: o.value.view(E.self),
                                 alibiSlopes: o.slopes?.view(Float.self), out: o.output.mutableView(E.self),

@@ -95,6 +95,7 @@ typedef struct {
     attn_aft_params aft;
     attn_linformer_params linformer;
     int params_null;
+    int64_t diagonal;
     int32_t num_bits;
     double scale, zero_point;
 } call;
@@ -143,6 +144,12 @@ static attn_status run(call *c) {
     if (!strcmp(e, "sdpa_backward"))
         return attn_sdpa_backward(c->params_null ? NULL : &c->sdpa, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4),
                                   arg(c, 5), arg(c, 6), arg(c, 7), arg(c, 8), arg(c, 9));
+    if (!strcmp(e, "flash_block"))
+        return attn_flash_block_forward(fp, c->diagonal, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4),
+                                        arg(c, 5));
+    if (!strcmp(e, "flash_block_backward"))
+        return attn_flash_block_backward(fp, c->diagonal, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4),
+                                         arg(c, 5), arg(c, 6), arg(c, 7), arg(c, 8), arg(c, 9));
     if (!strcmp(e, "flash_backward"))
         return attn_flash_backward(fp, arg(c, 0), arg(c, 1), arg(c, 2), arg(c, 3), arg(c, 4), arg(c, 5), arg(c, 6),
                                    arg(c, 7), arg(c, 8), arg(c, 9));
@@ -243,7 +250,7 @@ static call baseline(const char *entry) {
         add(&c, "dquery", contiguous(9, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 1);
         add(&c, "dkey", contiguous(10, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 1);
         add(&c, "dvalue", contiguous(11, ATTN_DTYPE_F32, 4, sdpa_shape), 1, 1);
-    } else if (!strcmp(entry, "flash_backward")) {
+    } else if (!strcmp(entry, "flash_backward") || !strcmp(entry, "flash_block_backward")) {
         add(&c, "dout", contiguous(8, ATTN_DTYPE_F32, 4, bshd), 1, 0);
         add(&c, "q", contiguous(0, ATTN_DTYPE_F32, 4, bshd), 1, 0);
         add(&c, "k", contiguous(1, ATTN_DTYPE_F32, 4, bshd), 1, 0);
@@ -602,6 +609,17 @@ static void param_cases(void) {
     /* The backward entries: the forward's rules, and the gradients' own. */
     flash_param_cases("flash_backward");
     flash_param_cases("varlen_backward");
+    /* The block entries: the fixed-length rules, and the diagonal's range. */
+    flash_param_cases("flash_block");
+    flash_param_cases("flash_block_backward");
+    for (int e = 0; e < 2; e++) {
+        const char *block = e ? "flash_block_backward" : "flash_block";
+        c = baseline(block); c.diagonal = (INT64_C(1) << 30) + 1;
+        expect("diagonal 2^30+1", c, ATTN_ERR_INVALID_ARGUMENT, "diagonal");
+        c = baseline(block); c.diagonal = INT64_MIN; expect("diagonal INT64_MIN", c, ATTN_ERR_INVALID_ARGUMENT, "diagonal");
+        c = baseline(block); c.diagonal = -(INT64_C(1) << 30); expect("diagonal -2^30", c, ATTN_OK, NULL);
+        c = baseline(block); c.diagonal = 2; expect("diagonal 2", c, ATTN_OK, NULL);
+    }
     c = baseline("sdpa_backward"); c.params_null = 1; expect("params NULL", c, ATTN_ERR_NULL_POINTER, "params");
     c = baseline("sdpa_backward"); c.sdpa.is_causal = 3; expect("is_causal 3", c, ATTN_ERR_INVALID_ARGUMENT, "is_causal");
     c = baseline("sdpa_backward"); c.tensors[7].shape[2] = 2; c.tensors[7].strides[1] = 8;
@@ -802,7 +820,7 @@ int main(void) {
     const char *entries[] = {"eager", "sdpa", "int8_sdpa", "flash", "flash_probs", "varlen", "varlen_probs",
                              "varlen_int8", "quantize", "dequantize", "kvcache", "merge", "kvcache_int8",
                              "sdpa_lse", "sdpa_backward", "flash_backward", "varlen_backward", "eager_backward",
-                             "sparse_topk", "aft", "linformer"};
+                             "sparse_topk", "aft", "linformer", "flash_block", "flash_block_backward"};
     const int entry_count = (int)(sizeof entries / sizeof entries[0]);
     /* Each baseline must be valid: the mutations below then break one thing each. */
     for (int e = 0; e < entry_count; e++) {

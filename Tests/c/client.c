@@ -163,6 +163,40 @@ int main(void) {
               attn_last_error());
     }
 
+    /* A block of a longer sequence: one query against two keys with equal scores
+     * (v = 2, 6); diagonal places the query relative to the keys. */
+    {
+        float bq[1] = {1.0f}, bk[2] = {0.0f, 0.0f}, bv[2] = {2.0f, 6.0f}, bo[1] = {-1.0f}, bl[1] = {-1.0f};
+        attn_tensor t4[4];
+        float *data[4] = {bq, bk, bv, bo};
+        for (int i = 0; i < 4; i++) {
+            memset(&t4[i], 0, sizeof t4[i]);
+            t4[i].data = data[i]; t4[i].dtype = ATTN_DTYPE_F32; t4[i].rank = 4;
+            t4[i].shape[0] = 1; t4[i].shape[1] = (i == 1 || i == 2) ? 2 : 1; t4[i].shape[2] = 1; t4[i].shape[3] = 1;
+            t4[i].strides[0] = t4[i].shape[1]; t4[i].strides[1] = 1; t4[i].strides[2] = 1; t4[i].strides[3] = 1;
+        }
+        attn_tensor tl;
+        memset(&tl, 0, sizeof tl);
+        tl.data = bl; tl.dtype = ATTN_DTYPE_F32; tl.rank = 3; tl.shape[0] = tl.shape[1] = tl.shape[2] = 1;
+        tl.strides[0] = tl.strides[1] = tl.strides[2] = 1;
+        attn_flash_params bp;
+        memset(&bp, 0, sizeof bp);
+        bp.struct_size = sizeof bp; bp.causal = 1; bp.window_left = -1; bp.window_right = -1;
+        const struct { int64_t diagonal; int causal; int64_t right; float out, lse; } cases[] = {
+            {0, 1, -1, 2.0f, 0.0f}, {1, 1, -1, 4.0f, 0.69314718f}, {-1, 1, -1, 0.0f, INFINITY}, {1, 0, 0, 6.0f, 0.0f}};
+        for (int c = 0; c < 4; c++) {
+            bp.causal = cases[c].causal; bp.window_left = cases[c].causal ? -1 : 0; bp.window_right = cases[c].right;
+            status = attn_flash_block_forward(&bp, cases[c].diagonal, &t4[0], &t4[1], &t4[2], NULL, &t4[3], &tl);
+            CHECK(status == ATTN_OK && fabsf(bo[0] - cases[c].out) < 1e-6f &&
+                      (isinf(cases[c].lse) ? isinf(bl[0]) && bl[0] > 0 : fabsf(bl[0] - cases[c].lse) < 1e-6f),
+                  "flash block, diagonal %lld: %s, out %g lse %g, want %g %g", (long long)cases[c].diagonal,
+                  attn_last_error(), bo[0], bl[0], cases[c].out, cases[c].lse);
+        }
+        status = attn_flash_block_forward(&bp, INT64_C(1) << 40, &t4[0], &t4[1], &t4[2], NULL, &t4[3], &tl);
+        CHECK(status == ATTN_ERR_INVALID_ARGUMENT && strstr(attn_last_error(), "diagonal"), "diagonal 2^40: %s",
+              attn_last_error());
+    }
+
     /* A caller built against the first attn_flash_params (no int8 fields) still works:
      * fields past its struct_size read as 0. Varlen: one sequence of 2, causal. */
     attn_flash_params flash;

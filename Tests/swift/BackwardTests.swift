@@ -109,7 +109,7 @@ final class BackwardTests: XCTestCase {
 }
 
 /// An owned fp32 buffer, for tensors views that outlive one closure.
-private final class Buffer {
+final class Buffer {
     let pointer: UnsafeMutableBufferPointer<Float>
     /// The elements a tensor view covers (the allocation has at least one, so empty tensors get a real pointer).
     let count: Int

@@ -81,6 +81,40 @@ void init_flash(py::module_ &m) {
         },
         "flash-attn fixed-length backward into preallocated dq, dk, dv; see attn_flash_backward.");
     m.def(
+        "flash_block_forward",
+        [](int64_t diagonal, py::handle q, py::handle k, py::handle v, py::handle alibi_slopes, py::handle out,
+           py::handle lse, bool causal, std::optional<double> softmax_scale, int64_t window_left, int64_t window_right,
+           double softcap) {
+            const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
+            const attn_tensor to = describe(out, "out");
+            const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
+            const OptionalTensor tl = describe_optional(lse, "softmax_lse");
+            const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
+                                                         0.0, 0, 0, 0);
+            call_without_gil([&] {
+                return attn_flash_block_forward(&params, diagonal, &tq, &tk, &tv, ts.get(), &to, tl.get());
+            });
+        },
+        "flash forward on a block of a longer sequence (key i + diagonal aligned with query i); see attn_flash_block_forward.");
+    m.def(
+        "flash_block_backward",
+        [](int64_t diagonal, py::handle dout, py::handle q, py::handle k, py::handle v, py::handle alibi_slopes,
+           py::handle out, py::handle lse, py::handle dq, py::handle dk, py::handle dv, bool causal,
+           std::optional<double> softmax_scale, int64_t window_left, int64_t window_right, double softcap) {
+            const attn_tensor tdo = describe(dout, "dout");
+            const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
+            const attn_tensor to = describe(out, "out"), tl = describe(lse, "softmax_lse");
+            const attn_tensor tdq = describe(dq, "dq"), tdk = describe(dk, "dk"), tdv = describe(dv, "dv");
+            const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
+            const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
+                                                         0.0, 0, 0, 0);
+            call_without_gil([&] {
+                return attn_flash_block_backward(&params, diagonal, &tdo, &tq, &tk, &tv, ts.get(), &to, &tl, &tdq,
+                                                 &tdk, &tdv);
+            });
+        },
+        "flash backward on a block of a longer sequence; see attn_flash_block_backward.");
+    m.def(
         "flash_varlen_backward",
         [](py::handle dout, py::handle q, py::handle k, py::handle v, py::handle cu_seqlens_q, py::handle cu_seqlens_k,
            int64_t max_seqlen_q, int64_t max_seqlen_k, py::handle alibi_slopes, py::handle out, py::handle lse,

@@ -1,0 +1,108 @@
+"""Attention between one rank's query segments and one K/V shard's key segments, each pair
+a flash_block call with the pair's own diagonal (q's first position minus k's), merged
+through the log-sum-exp. Computed in fp32 for fp32/fp16/bf16 input (fp64 for fp64): the
+shards travel in their own dtype and are widened exactly, so the only rounding to a
+narrow dtype is the final one."""
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .. import _attnkit
+
+
+@dataclass(frozen=True)
+class Segment:
+    """`length` consecutive sequence positions from `position`, held at `offset` in a shard."""
+    position: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Options:
+    causal: bool
+    softmax_scale: Optional[float]
+    window_left: int
+    window_right: int
+    alibi_slopes: Optional[torch.Tensor]
+
+    def sees(self, queries, keys, diagonal):
+        """Whether any query i < queries sees any key j < keys, key j being aligned with
+        query i when j == i + diagonal."""
+        low = -(queries - 1) if self.window_left < 0 else max(-(queries - 1), diagonal - self.window_left)
+        right = 0 if self.causal else self.window_right   # causal forces window_right = 0
+        high = keys - 1 if right < 0 else min(keys - 1, diagonal + right)
+        return queries > 0 and keys > 0 and low <= high
+
+    def kernel_arguments(self):
+        return (self.causal, self.softmax_scale, self.window_left, self.window_right, 0.0)
+
+
+def compute_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _rows(x, segment):
+    return x[:, segment.offset:segment.offset + segment.length]
+
+
+def merge(state, part):
+    """Two (out, lse) states over disjoint keys, combined (lse +inf: no keys)."""
+    if state is None:
+        return part
+    (out_a, lse_a), (out_b, lse_b) = state, part
+    out, lse = torch.empty_like(out_a), torch.empty_like(lse_a)
+    _attnkit.merge_attention_states(out_a, lse_a, out_b, lse_b, out, lse)
+    return out, lse
+
+
+def forward_blocks(q, q_segments, k, v, k_segments, options, states):
+    """Adds the attention of q's segments over these keys into `states` (one (out, lse) or
+    None per query segment). q, k, v: (B, S, H, D) in the compute dtype."""
+    batch, heads, value_dim = q.shape[0], q.shape[2], v.shape[3]
+    for index, qs in enumerate(q_segments):
+        for ks in k_segments:
+            diagonal = qs.position - ks.position
+            if not options.sees(qs.length, ks.length, diagonal):
+                continue
+            out = torch.empty((batch, qs.length, heads, value_dim), dtype=q.dtype)
+            lse = torch.empty((batch, heads, qs.length), dtype=torch.float32)
+            _attnkit.flash_block_forward(diagonal, _rows(q, qs), _rows(k, ks), _rows(v, ks), options.alibi_slopes,
+                                         out, lse, *options.kernel_arguments())
+            states[index] = merge(states[index], (out, lse))
+    return states
+
+
+def finish_states(states, q, q_segments, value_dim):
+    """The query shard's (out, lse) from its segments' states; a segment that saw no key
+    gets out 0 and lse +inf, as the flash functions give an empty row."""
+    batch, heads = q.shape[0], q.shape[2]
+    outs, lses = [], []
+    for state, qs in zip(states, q_segments):
+        if state is None:
+            state = (torch.zeros((batch, qs.length, heads, value_dim), dtype=q.dtype),
+                     torch.full((batch, heads, qs.length), float("inf"), dtype=torch.float32))
+        outs.append(state[0])
+        lses.append(state[1])
+    return torch.cat(outs, dim=1), torch.cat(lses, dim=2)
+
+
+def backward_blocks(dout, q, out, lse, q_segments, k, v, k_segments, options, dq, dk, dv):
+    """Adds this K/V shard's share of the gradients into dq (the query shard's) and into dk,
+    dv (the K/V shard's), all in the compute dtype. out and lse are the merged forward's."""
+    for qs in q_segments:
+        for ks in k_segments:
+            diagonal = qs.position - ks.position
+            if not options.sees(qs.length, ks.length, diagonal):
+                continue
+            q_part, k_part, v_part = _rows(q, qs), _rows(k, ks), _rows(v, ks)
+            dq_part = torch.empty_like(q_part)
+            dk_part, dv_part = torch.empty_like(k_part), torch.empty_like(v_part)
+            lse_part = lse[:, :, qs.offset:qs.offset + qs.length].contiguous()
+            _attnkit.flash_block_backward(diagonal, _rows(dout, qs), q_part, k_part, v_part, options.alibi_slopes,
+                                          _rows(out, qs), lse_part, dq_part, dk_part, dv_part,
+                                          *options.kernel_arguments())
+            _rows(dq, qs).add_(dq_part)
+            _rows(dk, ks).add_(dk_part)
+            _rows(dv, ks).add_(dv_part)
