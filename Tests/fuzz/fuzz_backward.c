@@ -1,4 +1,4 @@
-/* libFuzzer harness: attn_flash_backward (fixed-length flash-attn layout). The
+/* libFuzzer harness: attn_flash_backward and attn_flash_block_backward (fixed-length flash-attn layout). The
  * input decides the batch, lengths, heads (GQA), head dims, dtype, layouts of
  * every operand, causal, window, softcap, scale, ALiBi, dropout and thread
  * counts. A forward call writes out and lse first; then the backward must
@@ -12,6 +12,8 @@ typedef struct {
     int64_t batch, seq_q, seq_k, heads_q, heads_k, dim, value_dim;
     attn_tensor dout, q, k, v, out, lse, slopes, dq, dk, dv;
     int has_slopes;
+    int use_block;       /* attn_flash_block_forward/_backward with this diagonal */
+    int64_t diagonal;
 } backward_call;
 
 static double slope_of(const backward_call *c, int64_t b, int64_t h) {
@@ -39,7 +41,7 @@ static void check_reference(const backward_call *c) {
         for (int64_t h = 0; h < c->heads_q; h++) {
             int64_t kh = h / group;
             for (int64_t i = 0; i < sq; i++) {
-                int64_t diagonal = i + sk - sq, right = p->causal ? 0 : p->window_right;
+                int64_t diagonal = i + (c->use_block ? c->diagonal : sk - sq), right = p->causal ? 0 : p->window_right;
                 for (int64_t j = 0; j < sk; j++) {
                     if ((p->window_left >= 0 && j < diagonal - p->window_left) || (right >= 0 && j > diagonal + right)) {
                         scores[j] = -INFINITY; continue;
@@ -110,9 +112,13 @@ static void describe(void) {
     fprintf(stderr, "  params: causal %d has_scale %d scale %g window (%lld, %lld) softcap %g dropout %g seed %llu "
                     "slopes %d\n", p->causal, p->has_scale, p->softmax_scale, (long long)p->window_left,
             (long long)p->window_right, p->softcap, p->dropout_p, (unsigned long long)p->seed, described->has_slopes);
+    if (described->use_block) fprintf(stderr, "  attn_flash_block_backward, diagonal %lld\n", (long long)described->diagonal);
 }
 
 static attn_status call_backward(backward_call *c) {
+    if (c->use_block)
+        return attn_flash_block_backward(&c->params, c->diagonal, &c->dout, &c->q, &c->k, &c->v,
+                                         c->has_slopes ? &c->slopes : NULL, &c->out, &c->lse, &c->dq, &c->dk, &c->dv);
     return attn_flash_backward(&c->params, &c->dout, &c->q, &c->k, &c->v, c->has_slopes ? &c->slopes : NULL, &c->out,
                                &c->lse, &c->dq, &c->dk, &c->dv);
 }
@@ -168,13 +174,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     p->softcap = fz_chance(&in, 20) ? 0.5 + fz_pick(&in, 40) : 0;
     p->dropout_p = fz_chance(&in, 15) ? (double)fz_pick(&in, 4) / 4.0 : 0;
     p->seed = fz_byte(&in);
+    c.use_block = fz_chance(&in, 30);
+    if (c.use_block) c.diagonal = (int64_t)fz_pick(&in, 81) - 40;
     /* The forward the backward differentiates (its inputs are the harness's, so it must succeed). */
-    if (attn_flash_forward(p, &c.q, &c.k, &c.v, c.has_slopes ? &c.slopes : NULL, &c.out, &c.lse) != ATTN_OK) {
+    attn_status forward = c.use_block
+        ? attn_flash_block_forward(p, c.diagonal, &c.q, &c.k, &c.v, c.has_slopes ? &c.slopes : NULL, &c.out, &c.lse)
+        : attn_flash_forward(p, &c.q, &c.k, &c.v, c.has_slopes ? &c.slopes : NULL, &c.out, &c.lse);
+    if (forward != ATTN_OK) {
         fz_fail("forward", attn_last_error());
     }
 
     int must_reject = 0;
-    switch (fz_chance(&in, 25) ? fz_pick(&in, 9) : 99) {
+    switch (fz_chance(&in, 25) ? fz_pick(&in, 10) : 99) {
     case 0: fz_corrupt_tensor(&in, &c.dout); must_reject = 1; break;
     case 1: fz_corrupt_tensor(&in, &c.dq); must_reject = 1; break;
     case 2: fz_corrupt_tensor(&in, &c.dk); must_reject = 1; break;
@@ -185,6 +196,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 7: c.dv.dtype = dtype == ATTN_DTYPE_F32 ? ATTN_DTYPE_F64 : ATTN_DTYPE_F32; fz_broken = "dv dtype"; must_reject = 1; break;
     case 8:
         if (c.dk.rank == 4) { c.dk.shape[1] += 1; fz_broken = "dk shape"; must_reject = 1; }
+        break;
+    case 9:
+        if (c.use_block) { c.diagonal = -(((int64_t)1 << 30) + 1); fz_broken = "diagonal"; must_reject = 1; }
         break;
     }
     FZ_RUN(&in, must_reject, call_backward(&c), check_reference(&c));

@@ -1,5 +1,5 @@
 /* libFuzzer harness: flash attention, fixed-length (attn_flash_forward and
- * _probs) or, built with -DFZ_VARLEN, packed variable-length
+ * _probs, and attn_flash_block_forward with a fuzzed diagonal) or, built with -DFZ_VARLEN, packed variable-length
  * (attn_flash_varlen_forward and _probs). The input decides the batch, the
  * sequence lengths, heads (GQA ratios), head dims, dtype, layouts, causal,
  * window, softcap, scale, ALiBi, dropout and the thread counts; now and then it
@@ -14,6 +14,8 @@ typedef struct {
     int64_t max_q, max_k;
     attn_tensor q, k, v, out, lse, slopes, cu_q, cu_k, dmask;
     int has_lse, has_slopes, has_dmask;
+    int use_block;       /* attn_flash_block_forward: key i + diagonal is aligned with query i */
+    int64_t diagonal;
 } flash_call;
 
 /* The row index of (sequence b, position i, head h) in q/k/v/out as the
@@ -48,7 +50,7 @@ static void check_reference(const flash_call *c) {
         int64_t sq = c->seq_q[b], sk = c->seq_k[b];
         for (int64_t h = 0; h < c->heads_q; h++) {
             for (int64_t i = 0; i < sq; i++) {
-                int64_t diagonal = i + sk - sq;
+                int64_t diagonal = i + (c->use_block ? c->diagonal : sk - sq);
                 int64_t qi[4], ki[4];
                 row_index(c, b, c->start_q[b], i, h, qi);
                 for (int64_t j = 0; j < sk; j++) {
@@ -112,6 +114,7 @@ static void describe(void) {
                     "max_seqlen (%lld, %lld) dmask %d\n", p->causal, p->has_scale, p->softmax_scale,
             (long long)p->window_left, (long long)p->window_right, p->softcap, p->dropout_p,
             (unsigned long long)p->seed, (long long)p->max_seqlen_q, (long long)p->max_seqlen_k, described->has_dmask);
+    if (described->use_block) fprintf(stderr, "  attn_flash_block_forward, diagonal %lld\n", (long long)described->diagonal);
 }
 
 static attn_status call_flash(flash_call *c) {
@@ -122,6 +125,7 @@ static attn_status call_flash(flash_call *c) {
                                                &c->dmask);
     return attn_flash_varlen_forward(&c->params, &c->q, &c->k, &c->v, &c->cu_q, &c->cu_k, slopes, &c->out, lse);
 #else
+    if (c->use_block) return attn_flash_block_forward(&c->params, c->diagonal, &c->q, &c->k, &c->v, slopes, &c->out, lse);
     if (c->has_dmask) return attn_flash_forward_probs(&c->params, &c->q, &c->k, &c->v, slopes, &c->out, lse, &c->dmask);
     return attn_flash_forward(&c->params, &c->q, &c->k, &c->v, slopes, &c->out, lse);
 #endif
@@ -199,7 +203,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     p->seed = fz_byte(&in);
     p->max_seqlen_q = c.max_q + (fz_chance(&in, 20) ? fz_pick(&in, 100) : 0);
     p->max_seqlen_k = c.max_k + (fz_chance(&in, 20) ? fz_pick(&in, 100) : 0);
-    c.has_dmask = fz_chance(&in, 15) && c.max_q * c.max_k <= 4096;
+#ifndef FZ_VARLEN
+    c.use_block = fz_chance(&in, 30);
+    if (c.use_block) c.diagonal = (int64_t)fz_pick(&in, 81) - 40;
+#endif
+    c.has_dmask = !c.use_block && fz_chance(&in, 15) && c.max_q * c.max_k <= 4096;
     if (c.has_dmask) {
         int64_t shape[4] = {c.batch, c.heads_q, c.max_q + fz_pick(&in, 3), c.max_k + fz_pick(&in, 3)};
         fz_make(&in, &c.dmask, "s_dmask", dtype, 4, shape, 1, 0);
@@ -207,7 +215,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     /* Break one rule on purpose, now and then. */
     int must_reject = 0;
-    switch (fz_chance(&in, 25) ? fz_pick(&in, 10) : 99) {
+    switch (fz_chance(&in, 25) ? fz_pick(&in, 11) : 99) {
     case 0: fz_corrupt_tensor(&in, &c.q); must_reject = 1; break;
     case 1: fz_corrupt_tensor(&in, &c.k); must_reject = 1; break;
     case 2: fz_corrupt_tensor(&in, &c.v); must_reject = 1; break;
@@ -219,6 +227,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 8: p->window_left = -2 - (int64_t)fz_pick(&in, 5); fz_broken = "window_left"; must_reject = 1; break;
     case 9:
         if (c.heads_q > 1) { c.k.shape[c.k.rank - 2] = c.heads_q + 1; fz_broken = "Hk not dividing Hq"; must_reject = 1; }
+        break;
+    case 10:
+        if (c.use_block) {
+            c.diagonal = (fz_chance(&in, 50) ? 1 : -1) * (((int64_t)1 << 30) + 1 + (int64_t)fz_pick(&in, 1000));
+            fz_broken = "diagonal"; must_reject = 1;
+        }
         break;
     }
 #ifdef FZ_VARLEN
