@@ -4,8 +4,9 @@ with 2 threads, on a causal sequence (default L 16384, H 8, D 64, fp32, B 1).
 For each of attnkit.flash_attn_func (one process), zigzag_ring_attention and ring_attention (plain,
 whose causal work is unbalanced), forward and forward+backward:
 - the median time (the slowest rank's, each round), GFLOP/s of the causal attention;
-- the bytes each rank sent, the time ranks waited on transfers that compute did not hide, and the
-  share hidden: 1 − waited / (the same transfers timed alone, without compute);
+- the bytes each rank sent, the time ranks waited on K/V shards (transfers compute did not hide)
+  and the share hidden: 1 − waited / (the same transfers timed alone, without compute); for the
+  backward also the wait on the dK/dV sums, which includes the previous rank's compute;
 - peak memory: each process's resident-set high-water mark during the call, above its level with
   the inputs already made (and that plus the inputs, the attention's whole footprint).
 Then an extrapolation to N machines from the measured compute per block and loopback bandwidth.
@@ -106,9 +107,10 @@ def _run(rank, world, init_file, config, queue):
     if world > 1:
         stats = ad.comm_stats(reset=True)
         result["bytes_sent"] = stats["bytes_sent"] / repeats
-        result["waited"] = stats["wait_seconds"] / repeats
-        result["alone"] = _transfers_alone(q, k, v, world, backward, repeats)
-        if rank == 0 and config.get("extrapolate"):
+        result["waited_kv"] = stats["wait_seconds_kv"] / repeats
+        result["waited_grad"] = stats["wait_seconds_grad"] / repeats
+        result["alone_kv"], result["alone_grad"] = _transfers_alone(q, k, v, world, backward, repeats)
+        if config.get("extrapolate"):   # collective: every rank takes part
             result["loopback_bytes_per_s"] = _loopback_bandwidth(k)
         dist.destroy_process_group()
     if config.get("extrapolate") and rank == 0:
@@ -117,8 +119,8 @@ def _run(rank, world, init_file, config, queue):
 
 
 def _transfers_alone(q, k, v, world, backward, repeats):
-    """The ring's transfers of one call, timed without compute: (N − 1) K/V exchanges, and for
-    the backward (N − 1) more plus N exchanges of the fp32 dK/dV sums."""
+    """The ring's transfers of one call, timed without compute: the K/V exchanges ((N − 1) per
+    pass) and the backward's N exchanges of the fp32 dK/dV sums; medians, in seconds."""
     import torch
     import torch.distributed as dist
 
@@ -127,7 +129,7 @@ def _transfers_alone(q, k, v, world, backward, repeats):
     ring = Ring(None)
     kv = [k.detach(), v.detach()]
     sums = [torch.zeros(k.shape, dtype=torch.float32), torch.zeros(v.shape, dtype=torch.float32)]
-    times = []
+    kv_times, grad_times = [], []
     for _ in range(repeats):
         dist.barrier()
         start = time.perf_counter()
@@ -136,10 +138,13 @@ def _transfers_alone(q, k, v, world, backward, repeats):
         if backward:
             for _ in range(world - 1):
                 ring.exchange(kv).wait()
+        middle = time.perf_counter()
+        if backward:
             for _ in range(world):
-                ring.exchange(sums, first_tag=2).wait()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+                ring.exchange(sums, first_tag=2, kind="grad").wait()
+        kv_times.append(middle - start)
+        grad_times.append(time.perf_counter() - middle)
+    return statistics.median(kv_times), statistics.median(grad_times)
 
 
 def _loopback_bandwidth(k):
@@ -211,7 +216,7 @@ def main():
         single = _launch(1, dict(base, threads=2, layout="single"))[0]
         figures[(pass_name, "single")] = single
         rows.append([pass_name, "flash_attn_func, 1 process x 2 threads", f"{single['seconds'] * 1e3:.0f}",
-                     f"{work / single['seconds'] / 1e9:.1f}", "1.00", "-", "-", "-",
+                     f"{work / single['seconds'] / 1e9:.1f}", "1.00", "-", "-", "-", "-",
                      f"{single['peak_above_inputs'] * mib:.0f}",
                      f"{(single['peak_above_inputs'] + single['inputs_bytes']) * mib:.0f}"])
         for layout in ("zigzag", "plain"):
@@ -219,17 +224,22 @@ def main():
             figures[(pass_name, layout)] = ranks
             seconds = ranks[0]["seconds"]
             sent = max(r["bytes_sent"] for r in ranks)
-            waited = max(r["waited"] for r in ranks)
-            alone = max(r["alone"] for r in ranks)
+            waited = max(r["waited_kv"] for r in ranks)
+            alone = max(r["alone_kv"] for r in ranks)
             hidden = max(0.0, 1 - waited / alone) if alone > 0 else 1.0
+            grad = (f"{max(r['waited_grad'] for r in ranks) * 1e3:.0f} of {max(r['alone_grad'] for r in ranks) * 1e3:.0f}"
+                    if backward else "-")
             peak = max(r["peak_above_inputs"] for r in ranks)
             footprint = max(r["peak_above_inputs"] + r["inputs_bytes"] for r in ranks)
             rows.append([pass_name, f"{layout} ring, {args.world} ranks x 1 thread", f"{seconds * 1e3:.0f}",
                          f"{work / seconds / 1e9:.1f}", f"{seconds / single['seconds']:.2f}", f"{sent * mib:.0f}",
-                         f"{waited * 1e3:.0f} of {alone * 1e3:.0f}", f"{hidden * 100:.0f}%", f"{peak * mib:.0f}",
+                         f"{waited * 1e3:.0f} of {alone * 1e3:.0f}", f"{hidden * 100:.0f}%", grad, f"{peak * mib:.0f}",
                          f"{footprint * mib:.0f} ({footprint / (single['peak_above_inputs'] + single['inputs_bytes']) * 100:.0f}%)"])
-    attnkit._timing.print_table(["pass", "how", "ms", "GFLOP/s", "x single", "MiB sent/rank", "waited ms",
-                                 "hidden", "peak MiB", "with inputs MiB"], rows)
+    attnkit._timing.print_table(["pass", "how", "ms", "GFLOP/s", "x single", "MiB sent/rank",
+                                 "K/V waited ms of alone", "K/V hidden", "dK/dV waited ms of alone", "peak MiB",
+                                 "with inputs MiB"], rows)
+    print("K/V waited: time blocked on K/V shards (their transfer not hidden by compute), against the same "
+          "transfers timed alone. dK/dV waited also includes waiting for the previous rank to finish the sums.")
     _extrapolate(args, figures[("fwd", "zigzag")][0])
 
 

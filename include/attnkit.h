@@ -475,7 +475,10 @@ attn_status attn_flash_kvcache_int8_forward(const attn_kvcache_params *params, c
  * (weight 0); both empty give out 0 and lse +inf.
  *   fixed:  out_a, out_b, out: (B, S, H, D)  lse_a, lse_b, lse: (B, H, S) f32
  *   varlen: out_a, out_b, out: (T, H, D)     lse_a, lse_b, lse: (H, T) f32
- * out in f32, f64, f16 or bf16 (all three the same); lse may be NULL. */
+ * out in f32, f64, f16 or bf16 (all three the same); lse may be NULL.
+ * out may be out_a (or out_b) and lse lse_a (or lse_b), with the same strides:
+ * each row is read before it is written, so a running state can be merged
+ * into in place. Other overlaps are not allowed. */
 attn_status attn_merge_attention_states(const attn_tensor *out_a, const attn_tensor *lse_a,
                                         const attn_tensor *out_b, const attn_tensor *lse_b,
                                         const attn_tensor *out, const attn_tensor *lse);

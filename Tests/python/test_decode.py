@@ -265,6 +265,24 @@ def test_merge_attention_states_equals_attention_over_the_union(dtype, varlen):
     assert torch.equal(both_empty[0], torch.zeros(7, 4, 32, dtype=dtype)) and torch.isinf(both_empty[1]).all()
 
 
+def test_merge_attention_states_in_place_matches_a_fresh_output():
+    """attn_merge_attention_states may write into out_a / lse_a (the header allows it): a
+    running state merged in place, on strided views, gives the bits of a fresh output."""
+    from attnkit import _attnkit
+
+    torch.manual_seed(1)
+    out_a, out_b = torch.randn(2, 9, 3, 16), torch.randn(2, 9, 3, 16)
+    lse_a, lse_b = torch.randn(2, 3, 9), torch.randn(2, 3, 9)
+    lse_a[0, 1, 2] = math.inf      # an empty row on one side
+    fresh_out, fresh_lse = attnkit.merge_attention_states(out_a, lse_a, out_b, lse_b)
+    big_out, big_lse = torch.zeros(2, 20, 3, 16), torch.zeros(2, 3, 20)
+    view_out, view_lse = big_out[:, 5:14], big_lse[:, :, 5:14]     # strided views into a larger state
+    view_out.copy_(out_a)
+    view_lse.copy_(lse_a)
+    _attnkit.merge_attention_states(view_out, view_lse, out_b, lse_b, view_out, view_lse)
+    assert torch.equal(view_out, fresh_out) and torch.equal(view_lse, fresh_lse)
+
+
 def quantize_rows(x):
     """Symmetric int8 per (…, head) row: levels and fp32 scales = absmax/127 (1 for zero rows)."""
     scale = x.abs().amax(-1) / 127

@@ -47,45 +47,34 @@ def _rows(x, segment):
     return x[:, segment.offset:segment.offset + segment.length]
 
 
-def merge(state, part):
-    """Two (out, lse) states over disjoint keys, combined (lse +inf: no keys)."""
-    if state is None:
-        return part
-    (out_a, lse_a), (out_b, lse_b) = state, part
-    out, lse = torch.empty_like(out_a), torch.empty_like(lse_a)
-    _attnkit.merge_attention_states(out_a, lse_a, out_b, lse_b, out, lse)
-    return out, lse
+def empty_state(q, value_dim):
+    """(out, lse) of a query shard that has seen no key yet: out 0, lse +inf (the flash functions'
+    empty row), merged into in place as key shards arrive."""
+    batch, length, heads = q.shape[0], q.shape[1], q.shape[2]
+    return (torch.zeros((batch, length, heads, value_dim), dtype=q.dtype),
+            torch.full((batch, heads, length), float("inf"), dtype=torch.float32))
 
 
-def forward_blocks(q, q_segments, k, v, k_segments, options, states):
-    """Adds the attention of q's segments over these keys into `states` (one (out, lse) or
-    None per query segment). q, k, v: (B, S, H, D) in the compute dtype."""
+def forward_blocks(q, q_segments, k, v, k_segments, options, state):
+    """Merges the attention of q's segments over these keys into `state` = (out, lse) of the
+    whole query shard, in place. q, k, v: (B, S, H, D) in the compute dtype."""
     batch, heads, value_dim = q.shape[0], q.shape[2], v.shape[3]
-    for index, qs in enumerate(q_segments):
+    out, lse = state
+    for qs in q_segments:
+        rows = slice(qs.offset, qs.offset + qs.length)
         for ks in k_segments:
             diagonal = qs.position - ks.position
             if not options.sees(qs.length, ks.length, diagonal):
                 continue
-            out = torch.empty((batch, qs.length, heads, value_dim), dtype=q.dtype)
-            lse = torch.empty((batch, heads, qs.length), dtype=torch.float32)
+            part_out = torch.empty((batch, qs.length, heads, value_dim), dtype=q.dtype)
+            part_lse = torch.empty((batch, heads, qs.length), dtype=torch.float32)
             _attnkit.flash_block_forward(diagonal, _rows(q, qs), _rows(k, ks), _rows(v, ks), options.alibi_slopes,
-                                         out, lse, *options.kernel_arguments())
-            states[index] = merge(states[index], (out, lse))
-    return states
-
-
-def finish_states(states, q, q_segments, value_dim):
-    """The query shard's (out, lse) from its segments' states; a segment that saw no key
-    gets out 0 and lse +inf, as the flash functions give an empty row."""
-    batch, heads = q.shape[0], q.shape[2]
-    outs, lses = [], []
-    for state, qs in zip(states, q_segments):
-        if state is None:
-            state = (torch.zeros((batch, qs.length, heads, value_dim), dtype=q.dtype),
-                     torch.full((batch, heads, qs.length), float("inf"), dtype=torch.float32))
-        outs.append(state[0])
-        lses.append(state[1])
-    return torch.cat(outs, dim=1), torch.cat(lses, dim=2)
+                                         part_out, part_lse, *options.kernel_arguments())
+            # merge_attention_states with out and lse the first state itself (attn_merge_attention_states
+            # reads each row's values before writing them, so in place is allowed).
+            _attnkit.merge_attention_states(out[:, rows], lse[:, :, rows], part_out, part_lse, out[:, rows],
+                                            lse[:, :, rows])
+    return state
 
 
 def backward_blocks(dout, q, out, lse, q_segments, k, v, k_segments, options, dq, dk, dv):

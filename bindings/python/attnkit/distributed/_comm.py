@@ -6,15 +6,18 @@ import time
 import torch
 import torch.distributed as dist
 
-_stats = {"bytes_sent": 0, "messages": 0, "wait_seconds": 0.0}
+_ZERO = {"bytes_sent": 0, "messages": 0, "wait_seconds_kv": 0.0, "wait_seconds_grad": 0.0}
+_stats = dict(_ZERO)
 
 
 def comm_stats(reset=False):
-    """Bytes this rank sent through the ring functions, messages, and seconds spent waiting
-    for transfers that compute did not hide; reset=True zeroes the counters after reading."""
+    """This rank's ring traffic since the last reset: bytes sent, messages, and seconds spent
+    waiting on K/V shards (transfers that compute did not hide) and on the backward's dK/dV
+    sums (which also waits for the previous rank to finish computing them). reset=True zeroes
+    the counters after reading."""
     snapshot = dict(_stats)
     if reset:
-        _stats.update(bytes_sent=0, messages=0, wait_seconds=0.0)
+        _stats.update(_ZERO)
     return snapshot
 
 
@@ -35,15 +38,16 @@ class Ring:
     def global_rank(self, rank):
         return rank if self.group is None else dist.get_global_rank(self.group, rank)
 
-    def exchange(self, tensors, first_tag=0):
+    def exchange(self, tensors, first_tag=0, kind="kv"):
         """Posts sends of `tensors` to the next rank and receives of tensors like them from the
         previous one, tagged from `first_tag` (exchanges in flight together need distinct
         tags); returns an Exchange whose wait() gives the received tensors."""
-        return Exchange(self, tensors, first_tag)
+        return Exchange(self, tensors, first_tag, kind)
 
 
 class Exchange:
-    def __init__(self, ring, tensors, first_tag):
+    def __init__(self, ring, tensors, first_tag, kind):
+        self.kind = kind
         self.sent = [t.contiguous() for t in tensors]   # kept alive until wait()
         self.received = [torch.empty_like(t) for t in self.sent]
         self.requests = []
@@ -62,7 +66,7 @@ class Exchange:
         start = time.perf_counter()
         for request in self.requests:
             request.wait()
-        _stats["wait_seconds"] += time.perf_counter() - start
+        _stats["wait_seconds_" + self.kind] += time.perf_counter() - start
         self.requests, self.sent = [], []
         return self.received
 

@@ -6,7 +6,7 @@ import torch
 
 from .. import _attnkit
 from ..flash import _scalar, _window
-from ._blocks import Options, Segment, backward_blocks, compute_dtype, finish_states, forward_blocks
+from ._blocks import Options, Segment, backward_blocks, compute_dtype, empty_state, forward_blocks
 from ._comm import Ring, agree
 
 
@@ -23,16 +23,15 @@ def _ring_forward(q, k, v, ring, segments, options):
     ctype = compute_dtype(q.dtype)
     qc = q.to(ctype)
     mine = segments(ring.rank)
-    states = [None] * len(mine)
+    state = empty_state(qc, v.shape[3])
     k_shard, v_shard = k.contiguous(), v.contiguous()
     for step in range(ring.size):
         pending = ring.exchange([k_shard, v_shard]) if step + 1 < ring.size else None
         source = (ring.rank - step) % ring.size
-        forward_blocks(qc, mine, k_shard.to(ctype), v_shard.to(ctype), segments(source), options, states)
+        forward_blocks(qc, mine, k_shard.to(ctype), v_shard.to(ctype), segments(source), options, state)
         if pending is not None:
             k_shard, v_shard = pending.wait()
-    out, lse = finish_states(states, qc, mine, v.shape[3])
-    return out, lse   # in the compute dtype: the caller rounds it once
+    return state   # out in the compute dtype: the caller rounds it once
 
 
 def _ring_backward(dout, q, k, v, out, lse, ring, segments, options):
@@ -56,7 +55,7 @@ def _ring_backward(dout, q, k, v, out, lse, ring, segments, options):
             dk.add_(dk_before)
             dv.add_(dv_before)
         # On to the next rank; after the last step that is the shard's owner.
-        accumulators = ring.exchange([dk, dv], first_tag=2)
+        accumulators = ring.exchange([dk, dv], first_tag=2, kind="grad")
         if pending is not None:
             k_shard, v_shard = pending.wait()
     dk, dv = accumulators.wait()
