@@ -39,6 +39,17 @@ class Options:
         return (self.causal, self.softmax_scale, self.window_left, self.window_right, 0.0)
 
 
+def check_shards(rank, layout, **tensors):
+    """Each named shard must be a CPU torch.Tensor of the given rank."""
+    for name, x in tensors.items():
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.device.type != "cpu":
+            raise ValueError(f"{name} must be on the CPU, got {x.device}")
+        if x.ndim != rank:
+            raise ValueError(f"{name} must have rank {rank} {layout}, got shape {tuple(x.shape)}")
+
+
 def compute_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 

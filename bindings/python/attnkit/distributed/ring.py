@@ -6,7 +6,7 @@ import torch
 
 from .. import _attnkit
 from ..flash import _scalar, _window
-from ._blocks import Options, Segment, backward_blocks, compute_dtype, empty_state, forward_blocks
+from ._blocks import Options, Segment, backward_blocks, check_shards, compute_dtype, empty_state, forward_blocks
 from ._comm import Ring, agree
 
 
@@ -79,13 +79,7 @@ class _RingFunction(torch.autograd.Function):
 
 
 def _check_shards(function, q, k, v, options, zigzag):
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.device.type != "cpu":
-            raise ValueError(f"{name} must be on the CPU, got {x.device}")
-        if x.ndim != 4:
-            raise ValueError(f"{name} must have rank 4 (batch, seq_local, heads, head_dim), got shape {tuple(x.shape)}")
+    check_shards(4, "(batch, seq_local, heads, head_dim)", q=q, k=k, v=v)
     if k.shape[1] != q.shape[1]:
         raise ValueError(f"k.shape[1] must equal q.shape[1] (each rank holds the same positions of q and k), "
                          f"got {k.shape[1]} and {q.shape[1]}")

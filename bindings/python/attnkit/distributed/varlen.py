@@ -7,7 +7,7 @@ import torch.distributed as dist
 
 from .. import _attnkit
 from ..flash import _index_tensor, _scalar, _window
-from ._blocks import Options, compute_dtype
+from ._blocks import Options, check_shards, compute_dtype
 from ._comm import Ring, agree
 
 
@@ -101,13 +101,7 @@ class _VarlenFunction(torch.autograd.Function):
 
 
 def _check(q, k, v, boundaries, world, options, max_seqlen):
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.device.type != "cpu":
-            raise ValueError(f"{name} must be on the CPU, got {x.device}")
-        if x.ndim != 3:
-            raise ValueError(f"{name} must have rank 3 (total_local, heads, head_dim), got shape {tuple(x.shape)}")
+    check_shards(3, "(total_local, heads, head_dim)", q=q, k=k, v=v)
     if k.shape[0] != q.shape[0] or v.shape[0] != q.shape[0]:
         raise ValueError(f"k.shape[0] and v.shape[0] must equal q.shape[0] (each rank holds the same tokens of q, k "
                          f"and v), got {k.shape[0]}, {v.shape[0]} and {q.shape[0]}")
