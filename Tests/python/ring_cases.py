@@ -12,21 +12,16 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from conftest import FP32_RELATIVE_TOLERANCE, max_error  # noqa: E402  (Tests/python is on the path)
+
 EPS32 = torch.finfo(torch.float32).eps
-# docs/semantics.md §6 and §10: fp32 within 1e-5 · max(1, max|ref64|) of the fp64 reference.
-FP32_RELATIVE_TOLERANCE = 1e-5
-FP32_GRADIENT_TOLERANCE = 1e-5
+FP32_GRADIENT_TOLERANCE = 1e-5   # test_backward.py's
 
 
 def rank_bound(world, scale):
     """§10: a ring result differs from the single-process one by at most 8·N·ε32·scale (the
     N − 1 lse merges each round the running output and its weights)."""
     return 8 * world * EPS32 * scale
-
-
-def max_error(a, b):
-    d = (a.double() - b.double()).abs()
-    return math.inf if torch.isnan(d).any() else (d.max().item() if d.numel() else 0.0)
 
 
 def lse_error(a, b):

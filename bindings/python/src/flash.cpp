@@ -21,6 +21,23 @@ attn_flash_params make_params(bool causal, std::optional<double> softmax_scale, 
     return params;
 }
 
+/* The fixed-length backward, bottom-right aligned (attn_flash_backward) or, with a diagonal,
+ * on a block of a longer sequence (attn_flash_block_backward). */
+void flash_backward_into(std::optional<int64_t> diagonal, py::handle dout, py::handle q, py::handle k, py::handle v,
+                         py::handle alibi_slopes, py::handle out, py::handle lse, py::handle dq, py::handle dk,
+                         py::handle dv, const attn_flash_params &params) {
+    const attn_tensor tdo = describe(dout, "dout");
+    const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
+    const attn_tensor to = describe(out, "out"), tl = describe(lse, "softmax_lse");
+    const attn_tensor tdq = describe(dq, "dq"), tdk = describe(dk, "dk"), tdv = describe(dv, "dv");
+    const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
+    call_without_gil([&] {
+        return diagonal ? attn_flash_block_backward(&params, *diagonal, &tdo, &tq, &tk, &tv, ts.get(), &to, &tl, &tdq,
+                                                    &tdk, &tdv)
+                        : attn_flash_backward(&params, &tdo, &tq, &tk, &tv, ts.get(), &to, &tl, &tdq, &tdk, &tdv);
+    });
+}
+
 }  // namespace
 
 void init_flash(py::module_ &m) {
@@ -68,16 +85,9 @@ void init_flash(py::module_ &m) {
         [](py::handle dout, py::handle q, py::handle k, py::handle v, py::handle alibi_slopes, py::handle out,
            py::handle lse, py::handle dq, py::handle dk, py::handle dv, bool causal, std::optional<double> softmax_scale,
            int64_t window_left, int64_t window_right, double softcap, double dropout_p, uint64_t seed) {
-            const attn_tensor tdo = describe(dout, "dout");
-            const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
-            const attn_tensor to = describe(out, "out"), tl = describe(lse, "softmax_lse");
-            const attn_tensor tdq = describe(dq, "dq"), tdk = describe(dk, "dk"), tdv = describe(dv, "dv");
-            const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
-            const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
-                                                         dropout_p, seed, 0, 0);
-            call_without_gil([&] {
-                return attn_flash_backward(&params, &tdo, &tq, &tk, &tv, ts.get(), &to, &tl, &tdq, &tdk, &tdv);
-            });
+            flash_backward_into(std::nullopt, dout, q, k, v, alibi_slopes, out, lse, dq, dk, dv,
+                                make_params(causal, softmax_scale, window_left, window_right, softcap, dropout_p, seed,
+                                            0, 0));
         },
         "flash-attn fixed-length backward into preallocated dq, dk, dv; see attn_flash_backward.");
     m.def(
@@ -101,17 +111,8 @@ void init_flash(py::module_ &m) {
         [](int64_t diagonal, py::handle dout, py::handle q, py::handle k, py::handle v, py::handle alibi_slopes,
            py::handle out, py::handle lse, py::handle dq, py::handle dk, py::handle dv, bool causal,
            std::optional<double> softmax_scale, int64_t window_left, int64_t window_right, double softcap) {
-            const attn_tensor tdo = describe(dout, "dout");
-            const attn_tensor tq = describe(q, "q"), tk = describe(k, "k"), tv = describe(v, "v");
-            const attn_tensor to = describe(out, "out"), tl = describe(lse, "softmax_lse");
-            const attn_tensor tdq = describe(dq, "dq"), tdk = describe(dk, "dk"), tdv = describe(dv, "dv");
-            const OptionalTensor ts = describe_optional(alibi_slopes, "alibi_slopes");
-            const attn_flash_params params = make_params(causal, softmax_scale, window_left, window_right, softcap,
-                                                         0.0, 0, 0, 0);
-            call_without_gil([&] {
-                return attn_flash_block_backward(&params, diagonal, &tdo, &tq, &tk, &tv, ts.get(), &to, &tl, &tdq,
-                                                 &tdk, &tdv);
-            });
+            flash_backward_into(diagonal, dout, q, k, v, alibi_slopes, out, lse, dq, dk, dv,
+                                make_params(causal, softmax_scale, window_left, window_right, softcap, 0.0, 0, 0, 0));
         },
         "flash backward on a block of a longer sequence; see attn_flash_block_backward.");
     m.def(

@@ -58,6 +58,21 @@ def _rows(x, segment):
     return x[:, segment.offset:segment.offset + segment.length]
 
 
+class Scratch:
+    """Buffers the kernels write and the caller consumes at once (block outputs, block
+    gradients), reused across the block pairs and ring steps of one call instead of being
+    allocated, and their pages faulted in, for every pair."""
+
+    def __init__(self):
+        self.buffers = {}
+
+    def get(self, name, shape, dtype):
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = self.buffers[name] = torch.empty(shape, dtype=dtype)
+        return buffer
+
+
 def empty_state(q, value_dim):
     """(out, lse) of a query shard that has seen no key yet: out 0, lse +inf (the flash functions'
     empty row), merged into in place as key shards arrive."""
@@ -66,7 +81,7 @@ def empty_state(q, value_dim):
             torch.full((batch, heads, length), float("inf"), dtype=torch.float32))
 
 
-def forward_blocks(q, q_segments, k, v, k_segments, options, state):
+def forward_blocks(q, q_segments, k, v, k_segments, options, state, scratch):
     """Merges the attention of q's segments over these keys into `state` = (out, lse) of the
     whole query shard, in place. q, k, v: (B, S, H, D) in the compute dtype."""
     batch, heads, value_dim = q.shape[0], q.shape[2], v.shape[3]
@@ -77,8 +92,8 @@ def forward_blocks(q, q_segments, k, v, k_segments, options, state):
             diagonal = qs.position - ks.position
             if not options.sees(qs.length, ks.length, diagonal):
                 continue
-            part_out = torch.empty((batch, qs.length, heads, value_dim), dtype=q.dtype)
-            part_lse = torch.empty((batch, heads, qs.length), dtype=torch.float32)
+            part_out = scratch.get("out", torch.Size((batch, qs.length, heads, value_dim)), q.dtype)
+            part_lse = scratch.get("lse", torch.Size((batch, heads, qs.length)), torch.float32)
             _attnkit.flash_block_forward(diagonal, _rows(q, qs), _rows(k, ks), _rows(v, ks), options.alibi_slopes,
                                          part_out, part_lse, *options.kernel_arguments())
             # merge_attention_states with out and lse the first state itself (attn_merge_attention_states
@@ -88,7 +103,7 @@ def forward_blocks(q, q_segments, k, v, k_segments, options, state):
     return state
 
 
-def backward_blocks(dout, q, out, lse, q_segments, k, v, k_segments, options, dq, dk, dv):
+def backward_blocks(dout, q, out, lse, q_segments, k, v, k_segments, options, dq, dk, dv, scratch):
     """Adds this K/V shard's share of the gradients into dq (the query shard's) and into dk,
     dv (the K/V shard's), all in the compute dtype. out and lse are the merged forward's."""
     for qs in q_segments:
@@ -97,11 +112,11 @@ def backward_blocks(dout, q, out, lse, q_segments, k, v, k_segments, options, dq
             if not options.sees(qs.length, ks.length, diagonal):
                 continue
             q_part, k_part, v_part = _rows(q, qs), _rows(k, ks), _rows(v, ks)
-            dq_part = torch.empty_like(q_part)
-            dk_part, dv_part = torch.empty_like(k_part), torch.empty_like(v_part)
-            lse_part = lse[:, :, qs.offset:qs.offset + qs.length].contiguous()
+            dq_part = scratch.get("dq", q_part.shape, q_part.dtype)
+            dk_part, dv_part = scratch.get("dk", k_part.shape, k_part.dtype), scratch.get("dv", v_part.shape, v_part.dtype)
             _attnkit.flash_block_backward(diagonal, _rows(dout, qs), q_part, k_part, v_part, options.alibi_slopes,
-                                          _rows(out, qs), lse_part, dq_part, dk_part, dv_part,
+                                          _rows(out, qs), lse[:, :, qs.offset:qs.offset + qs.length], dq_part, dk_part,
+                                          dv_part,
                                           *options.kernel_arguments())
             _rows(dq, qs).add_(dq_part)
             _rows(dk, ks).add_(dk_part)

@@ -6,7 +6,8 @@ import torch
 
 from .. import _attnkit
 from ..flash import _scalar, _window
-from ._blocks import Options, Segment, backward_blocks, check_shards, compute_dtype, empty_state, forward_blocks
+from ._blocks import (Options, Scratch, Segment, backward_blocks, check_shards, compute_dtype, empty_state,
+                      forward_blocks)
 from ._comm import Ring, agree
 
 
@@ -23,12 +24,12 @@ def _ring_forward(q, k, v, ring, segments, options):
     ctype = compute_dtype(q.dtype)
     qc = q.to(ctype)
     mine = segments(ring.rank)
-    state = empty_state(qc, v.shape[3])
+    state, scratch = empty_state(qc, v.shape[3]), Scratch()
     k_shard, v_shard = k.contiguous(), v.contiguous()
     for step in range(ring.size):
         pending = ring.exchange([k_shard, v_shard]) if step + 1 < ring.size else None
         source = (ring.rank - step) % ring.size
-        forward_blocks(qc, mine, k_shard.to(ctype), v_shard.to(ctype), segments(source), options, state)
+        forward_blocks(qc, mine, k_shard.to(ctype), v_shard.to(ctype), segments(source), options, state, scratch)
         if pending is not None:
             k_shard, v_shard = pending.wait()
     return state   # out in the compute dtype: the caller rounds it once
@@ -40,7 +41,7 @@ def _ring_backward(dout, q, k, v, out, lse, ring, segments, options):
     ctype = compute_dtype(q.dtype)
     qc, outc, doutc = q.to(ctype), out, dout.to(ctype)
     mine = segments(ring.rank)
-    dq = torch.zeros(q.shape, dtype=ctype)
+    dq, scratch = torch.zeros(q.shape, dtype=ctype), Scratch()
     k_shard, v_shard = k.contiguous(), v.contiguous()
     accumulators = None   # the dK/dV sums of the shard held now, arriving from the previous rank
     for step in range(ring.size):
@@ -49,7 +50,7 @@ def _ring_backward(dout, q, k, v, out, lse, ring, segments, options):
         dk = torch.zeros(k.shape, dtype=ctype)
         dv = torch.zeros(v.shape, dtype=ctype)
         backward_blocks(doutc, qc, outc, lse, mine, k_shard.to(ctype), v_shard.to(ctype), segments(source), options,
-                        dq, dk, dv)
+                        dq, dk, dv, scratch)
         if accumulators is not None:
             dk_before, dv_before = accumulators.wait()
             dk.add_(dk_before)

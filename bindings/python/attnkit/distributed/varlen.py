@@ -22,19 +22,17 @@ def _all_gather(ring, x):
     return torch.cat(parts).view(x.dtype)
 
 
-class _Documents:
-    """The documents this rank's tokens [start, end) belong to: per document, its local query
-    rows, its first position and the end of the keys they may see."""
-
-    def __init__(self, boundaries, start, end, causal):
-        self.pieces = []
-        for index in range(len(boundaries) - 1):
-            first, last = boundaries[index], boundaries[index + 1]
-            lo, hi = max(first, start), min(last, end)
-            if lo >= hi:
-                continue
+def _documents(boundaries, start, end, causal):
+    """The documents this rank's tokens [start, end) belong to: per document, (index, its local
+    query rows lo..hi, its first position, the end of the keys they may see)."""
+    pieces = []
+    for index in range(len(boundaries) - 1):
+        first, last = boundaries[index], boundaries[index + 1]
+        lo, hi = max(first, start), min(last, end)
+        if lo < hi:
             key_end = hi if causal else last   # causal: no key after this rank's last query
-            self.pieces.append((index, lo - start, hi - start, first, key_end))
+            pieces.append((index, lo - start, hi - start, first, key_end))
+    return pieces
 
 
 def _slopes(options, index):
@@ -45,37 +43,32 @@ def _slopes(options, index):
 
 
 def _forward(q, k_all, v_all, documents, options, start):
+    """Each document's local rows against its keys, written straight into out and lse (the
+    documents' rows are disjoint)."""
     ctype = compute_dtype(q.dtype)
     qc, kc, vc = q.to(ctype).unsqueeze(0), k_all.to(ctype).unsqueeze(0), v_all.to(ctype).unsqueeze(0)
     out = torch.zeros((1, q.shape[0], q.shape[1], v_all.shape[2]), dtype=ctype)
     lse = torch.full((1, q.shape[1], q.shape[0]), float("inf"), dtype=torch.float32)
-    for index, row_lo, row_hi, first, key_end in documents.pieces:
-        rows = slice(row_lo, row_hi)
-        part_out = torch.empty((1, row_hi - row_lo, q.shape[1], v_all.shape[2]), dtype=ctype)
-        part_lse = torch.empty((1, q.shape[1], row_hi - row_lo), dtype=torch.float32)
-        _attnkit.flash_block_forward(start + row_lo - first, qc[:, rows], kc[:, first:key_end], vc[:, first:key_end],
-                                     _slopes(options, index), part_out, part_lse, *options.kernel_arguments())
-        out[:, rows] = part_out
-        lse[:, :, rows] = part_lse
+    for index, row_lo, row_hi, first, key_end in documents:
+        rows, keys = slice(row_lo, row_hi), slice(first, key_end)
+        _attnkit.flash_block_forward(start + row_lo - first, qc[:, rows], kc[:, keys], vc[:, keys],
+                                     _slopes(options, index), out[:, rows], lse[:, :, rows], *options.kernel_arguments())
     return out[0], lse[0]   # in the compute dtype: the caller rounds it once
 
 
 def _backward(dout, q, k_all, v_all, out, lse, documents, options, start, ring):
+    """Each document's gradients written straight into dq, dk and dv (the documents' query rows
+    and key rows are disjoint), then dK/dV summed over the ranks."""
     ctype = compute_dtype(q.dtype)
     qc, kc, vc = q.to(ctype).unsqueeze(0), k_all.to(ctype).unsqueeze(0), v_all.to(ctype).unsqueeze(0)
     outc, doutc, lse = out.unsqueeze(0), dout.to(ctype).unsqueeze(0), lse.unsqueeze(0)   # out unrounded
     dq = torch.zeros_like(qc)
     dk, dv = torch.zeros_like(kc), torch.zeros_like(vc)
-    for index, row_lo, row_hi, first, key_end in documents.pieces:
+    for index, row_lo, row_hi, first, key_end in documents:
         rows, keys = slice(row_lo, row_hi), slice(first, key_end)
-        dq_part = torch.empty_like(qc[:, rows])
-        dk_part, dv_part = torch.empty_like(kc[:, keys]), torch.empty_like(vc[:, keys])
         _attnkit.flash_block_backward(start + row_lo - first, doutc[:, rows], qc[:, rows], kc[:, keys], vc[:, keys],
-                                      _slopes(options, index), outc[:, rows], lse[:, :, rows].contiguous(), dq_part,
-                                      dk_part, dv_part, *options.kernel_arguments())
-        dq[:, rows] = dq_part
-        dk[:, keys] += dk_part
-        dv[:, keys] += dv_part
+                                      _slopes(options, index), outc[:, rows], lse[:, :, rows], dq[:, rows],
+                                      dk[:, keys], dv[:, keys], *options.kernel_arguments())
     if ring.size > 1:
         dist.all_reduce(dk, group=ring.group)
         dist.all_reduce(dv, group=ring.group)
@@ -164,7 +157,7 @@ def ring_attention_varlen(q, k, v, cu_seqlens, max_seqlen=None, group=None, caus
     agree(ring, "ring_attention_varlen", lambda: _check(q, k, v, boundaries, ring.size, options, max_seqlen),
           signature)
     start = ring.rank * q.shape[0]
-    documents = _Documents(boundaries, start, start + q.shape[0], options.causal)
+    documents = _documents(boundaries, start, start + q.shape[0], options.causal)
     if wants_grad:
         out, lse = _VarlenFunction.apply(q, k, v, ring, documents, options, start)
     else:
